@@ -1,0 +1,117 @@
+"""Shipped pretrained checkpoints: "load the shipped checkpoint if present, else train".
+
+Each checkpoint is a plain model ``state_dict`` in ``mmkd_helpers/pretrained/<name>.pt`` (loaded with
+``weights_only=True``) with an entry in ``pretrained/manifest.json``: method and options, the course
+configuration, the data (phantom generator version and seed), steps, device, wall time, code commit,
+sha256 and the validation Dice it reached. They are trained on phantom data only: checkpoints trained
+on real BraTS may not be redistributed.
+
+``mmkd checkpoints`` (:func:`build_all`) regenerates every entry of :data:`RUNS`.
+"""
+
+import hashlib
+import io
+import json
+import subprocess
+import time
+from pathlib import Path
+
+PRETRAINED_DIR = Path(__file__).parent / "pretrained"
+MANIFEST = PRETRAINED_DIR / "manifest.json"
+
+RUNS = {"baseline": {"method": "baseline", "options": {}}}
+"""Name -> method and options of every shipped checkpoint; all use the default course configuration."""
+
+
+def sha256(path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def manifest() -> dict:
+    return json.loads(MANIFEST.read_text()) if MANIFEST.exists() else {}
+
+
+def available() -> list:
+    return sorted(name for name in manifest() if (PRETRAINED_DIR / manifest()[name]["file"]).exists())
+
+
+def load_pretrained(name: str, device="cpu"):
+    """(model, manifest entry) of a shipped checkpoint; the file's sha256 is checked first."""
+    import torch
+
+    from .course import CourseConfig
+    from .models import build_model
+
+    entries = manifest()
+    if name not in entries:
+        raise KeyError(f"no shipped checkpoint {name!r}; available: {', '.join(sorted(entries)) or 'none'}")
+    entry = entries[name]
+    path = PRETRAINED_DIR / entry["file"]
+    if sha256(path) != entry["sha256"]:
+        raise ValueError(f"{path}: sha256 does not match the manifest; the file is damaged or was replaced")
+    model = build_model(CourseConfig.from_dict(entry["config"]).model)
+    model.load_state_dict(torch.load(path, map_location=device, weights_only=True))
+    return model.to(device).eval(), entry
+
+
+def validation_dice(model, data: dict, config) -> dict:
+    """Mean Dice per region over the validation cases and the 15 combinations."""
+    from .evaluation import evaluate
+
+    volumes = [(c, *data["volumes"][c]) for c in data["split"]["val"]]
+    results = evaluate(model, volumes, config.eval_roi_size, overlap=config.eval_overlap, progress=False)
+    return {region: round(float(v), 4) for region, v in results.groupby("region").dice.mean().items()}
+
+
+def _commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True,
+                              cwd=Path(__file__).parent).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def build(name: str, config=None, device: str = "auto", progress: bool = True) -> dict:
+    """Train the run ``name`` of :data:`RUNS` with the course configuration and ship its weights."""
+    import torch
+
+    from .course import CourseConfig, ensure_phantom, load_data, make_dataset
+    from .fileio import atomic_path, atomic_write_text
+    from .methods import build_method
+    from .models import build_model
+    from .phantom import PHANTOM_VERSION
+    from .training import Trainer
+
+    run = RUNS[name]
+    config = config or CourseConfig()
+    data = load_data(ensure_phantom(config), config, progress=progress)
+    torch.manual_seed(config.train.seed)
+    model = build_model(config.model)
+    trainer = Trainer(model, make_dataset(data["volumes"], data["split"]["train"], config), config.train,
+                      build_method(run["method"], **run["options"]), device=device, progress=progress)
+    started = time.perf_counter()
+    trainer.fit()
+    wall = time.perf_counter() - started
+    model = model.cpu().eval()
+    buffer = io.BytesIO()
+    torch.save(model.state_dict(), buffer)
+    path = PRETRAINED_DIR / f"{name}.pt"
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(buffer.getvalue())
+    entry = {"file": path.name, "method": run["method"], "options": run["options"], "config": config.to_dict(),
+             "data": {"source": "phantom", "phantom_version": PHANTOM_VERSION, "cases": config.phantom_cases,
+                      "size": config.phantom_size, "seed": config.phantom_seed, "split": data["split"]},
+             "steps": config.train.steps, "device": str(trainer.device), "torch": torch.__version__,
+             "wall_time_s": round(wall, 1), "commit": _commit(), "sha256": sha256(path),
+             "val_dice": validation_dice(model, data, config)}
+    entries = manifest()
+    entries[name] = entry
+    atomic_write_text(MANIFEST, json.dumps(entries, indent=1) + "\n")
+    return entry
+
+
+def build_all(device: str = "auto") -> None:
+    for name in RUNS:
+        entry = build(name, device=device)
+        print(f"{name}: {entry['steps']} steps in {entry['wall_time_s']} s on {entry['device']}, "
+              f"val Dice {entry['val_dice']}, {(PRETRAINED_DIR / entry['file']).stat().st_size / 2**20:.2f} MiB")

@@ -1,0 +1,212 @@
+"""The ``mmkd`` command line: phantom data, training, evaluation, downloads and benchmarks.
+
+Heavy libraries (torch, MONAI) are imported inside the commands, so ``mmkd --help`` answers at once.
+Bad input ends with one line ``mmkd: error: <file>: <what is wrong>`` and a non-zero exit code, and
+leaves nothing half-written behind.
+"""
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+
+def _roi(text: str) -> tuple:
+    parts = [int(p) for p in text.split(",")]
+    return tuple(parts * 3) if len(parts) == 1 else tuple(parts)
+
+
+def _option(text: str):
+    key, sep, value = text.partition("=")
+    if not sep:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    try:
+        return key, json.loads(value)
+    except ValueError:
+        return key, value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mmkd", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("phantom", help="write BraTS-format phantom cases")
+    p.add_argument("--out", required=True, type=Path, help="output folder (one sub-folder per case)")
+    p.add_argument("--n", type=int, default=24, help="number of cases")
+    p.add_argument("--size", type=int, default=64, help="voxels per axis")
+    p.add_argument("--spacing", type=float, default=None, help="voxel size in mm (default: brain fills the volume)")
+    p.add_argument("--seed", type=int, default=0)
+
+    p = sub.add_parser("train", help="train a method on a BraTS- or MSD-layout folder (or on phantoms)")
+    p.add_argument("--method", default="baseline")
+    p.add_argument("--option", action="append", type=_option, default=[], metavar="KEY=VALUE",
+                   help="a method option (repeatable), e.g. --option alpha=0.1")
+    p.add_argument("--data", type=Path, default=None, help="data folder; default: the course's phantom cases")
+    p.add_argument("--out", required=True, type=Path, help="run folder (checkpoint last.pt, history.csv)")
+    p.add_argument("--steps", type=int, default=None)
+    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--roi", type=_roi, default=None, help="training crop, e.g. 32 or 32,32,32")
+    p.add_argument("--spacing", type=float, default=None, help="resample real data to this many mm (2 or 3)")
+    p.add_argument("--base-channels", type=int, default=None, help="backbone width (8 = teaching size)")
+    p.add_argument("--drop-policy", default=None, help="uniform15 | keep1to3 | keep1to4 | none")
+    p.add_argument("--lr", type=float, default=None)
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--checkpoint-every", type=int, default=None)
+    p.add_argument("--workers", type=int, default=None, help="DataLoader worker processes")
+    p.add_argument("--device", default="auto", help="auto (cuda > mps > cpu), cpu, cuda, cuda:1, mps")
+    p.add_argument("--no-amp", action="store_true", help="disable mixed precision on CUDA")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    p.add_argument("--fast", action="store_true", help="tiny sizes (smoke test)")
+
+    p = sub.add_parser("evaluate", help="Dice per case, region and modality combination of a checkpoint")
+    p.add_argument("--checkpoint", required=True, type=Path)
+    p.add_argument("--data", type=Path, default=None, help="data folder; default: the run's own data")
+    p.add_argument("--out", required=True, type=Path, help="results CSV (long format)")
+    p.add_argument("--cases", default="test", choices=["test", "val", "train", "all"],
+                   help="which split of the run's data to evaluate ('all' for a different data set)")
+    p.add_argument("--device", default="auto")
+
+    sub.add_parser("download", help="download and verify real data sets (see data_download/README.md)",
+                   add_help=False).add_argument("args", nargs=argparse.REMAINDER)
+    p = sub.add_parser("checkpoints", help="retrain every shipped checkpoint and rewrite its manifest entry")
+    p.add_argument("--device", default="auto")
+    p = sub.add_parser("bench", help="measure phantom generation, training step time and memory")
+    p.add_argument("--repeats", type=int, default=5)
+    return parser
+
+
+def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["download"]:  # data_download has its own parser, --help included
+        import data_download
+
+        return data_download.main(argv[1:])
+    args = build_parser().parse_args(argv)
+    from .data import DataError
+
+    try:
+        return COMMANDS[args.command](args) or 0
+    except (DataError, FileNotFoundError, ValueError) as exc:
+        print(f"mmkd: error: {exc}", file=sys.stderr)
+        return 2
+
+
+def cmd_phantom(args) -> int:
+    from .phantom import generate_dataset
+
+    if args.n < 1 or args.size < 8:
+        raise ValueError(f"--n must be >= 1 and --size >= 8, got {args.n} and {args.size}")
+    paths = generate_dataset(args.out, args.n, size=args.size, spacing=args.spacing, seed=args.seed)
+    print(f"wrote {len(paths)} cases to {args.out}")
+
+
+def _course_config(args):
+    from dataclasses import replace
+
+    from .course import CourseConfig
+
+    config = CourseConfig.fast() if args.fast else CourseConfig()
+    train = {k: v for k, v in {"steps": args.steps, "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed,
+                               "checkpoint_every": args.checkpoint_every, "num_workers": args.workers}.items()
+             if v is not None}
+    if args.no_amp:
+        train["amp"] = False
+    changes = {"train": replace(config.train, **train)}
+    if args.base_channels is not None:
+        changes["model"] = replace(config.model, base_channels=args.base_channels)
+    for key, value in {"roi_size": args.roi, "spacing": args.spacing, "drop_policy": args.drop_policy}.items():
+        if value is not None:
+            changes[key] = value
+    return replace(config, **changes)
+
+
+def cmd_train(args) -> int:
+    import torch
+
+    from .course import CourseConfig, ensure_phantom, load_data, make_dataset
+    from .methods import build_method
+    from .models import build_model
+    from .training import Trainer
+
+    if args.resume:
+        state = torch.load(args.out / "last.pt", map_location="cpu", weights_only=True)
+        config = CourseConfig.from_dict(state["config"]["course"])
+        data_dir = Path(state["config"]["data"]) if state["config"]["data"] else None
+        method = build_method(state["method"]["name"], **state["method"]["options"])
+    else:
+        if (args.out / "last.pt").exists():
+            raise ValueError(f"{args.out}: already holds a run; use --resume or another --out")
+        config, data_dir = _course_config(args), args.data
+        method = build_method(args.method, **dict(args.option))
+    # All input checks happen here, before anything is written to --out.
+    data = load_data(data_dir or ensure_phantom(config), config, progress=sys.stderr.isatty())
+    torch.manual_seed(config.train.seed)
+    model = build_model(config.model)
+    dataset = make_dataset(data["volumes"], data["split"]["train"], config)
+    extra = {"course": config.to_dict(), "data": str(data_dir) if data_dir else None, "split": data["split"],
+             "method": method.name}
+    trainer = Trainer(model, dataset, config.train, method, out_dir=args.out, device=args.device, extra=extra,
+                      progress=sys.stderr.isatty())
+    print(f"{method.name}: {len(data['split']['train'])} training cases, {config.train.steps} steps "
+          f"on {trainer.device}")
+    history = trainer.fit(resume=args.resume)
+    history.to_csv(args.out / "history.csv", index=False)
+    print(f"checkpoint: {trainer.checkpoint_path}; final loss {history['loss'].iloc[-5:].mean():.4f}")
+
+
+def load_run(checkpoint, device="cpu"):
+    """(model, course config, saved config dict) of a training checkpoint."""
+    import torch
+
+    from .course import CourseConfig
+    from .models import build_model
+
+    state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    saved = state["config"]
+    config = CourseConfig.from_dict(saved["course"])
+    model = build_model(config.model)
+    model.load_state_dict(state["model"])
+    return model.to(device).eval(), config, saved
+
+
+def cmd_evaluate(args) -> int:
+    from .course import ensure_phantom, load_data
+    from .evaluation import dice_table, evaluate
+    from .fileio import atomic_path
+    from .training import resolve_device
+
+    if not args.checkpoint.exists():
+        raise FileNotFoundError(f"{args.checkpoint}: no such checkpoint")
+    model, config, saved = load_run(args.checkpoint, resolve_device(args.device))
+    data_dir = args.data or (Path(saved["data"]) if saved["data"] else ensure_phantom(config))
+    data = load_data(data_dir, config, progress=sys.stderr.isatty())
+    if args.cases == "all":
+        cases = sorted(data["volumes"])
+    else:
+        cases = [c for c in saved["split"][args.cases] if c in data["volumes"]]
+        if not cases:
+            raise ValueError(f"{data_dir}: none of the run's {args.cases} cases are here; use --cases all")
+    volumes = [(c, *data["volumes"][c]) for c in cases]
+    results = evaluate(model, volumes, config.eval_roi_size, overlap=config.eval_overlap, progress=sys.stderr.isatty())
+    with atomic_path(args.out) as tmp:
+        results.to_csv(tmp, index=False)
+    print(dice_table({saved["method"]: results}).round(1).to_string())
+    print(f"{len(cases)} cases x 15 combinations -> {args.out}")
+
+
+def cmd_checkpoints(args) -> int:
+    from .checkpoints import build_all
+
+    build_all(device=args.device)
+
+
+def cmd_bench(args) -> int:
+    from .bench import run_benchmarks
+
+    run_benchmarks(repeats=args.repeats)
+
+
+COMMANDS = {"phantom": cmd_phantom, "train": cmd_train, "evaluate": cmd_evaluate, "checkpoints": cmd_checkpoints, "bench": cmd_bench}
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,127 @@
+"""The one course configuration, shared by every method, so that every table compares like with like.
+
+Data (which cases, which split), preprocessing, backbone size, crop, step budget and evaluation live in
+:class:`CourseConfig`. The CLI and the notebooks both build runs from it; a method changes only its own
+options. ``CourseConfig.fast()`` is the tiny variant the tests and ``FAST=True`` notebooks use.
+"""
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+
+from .models import ModelConfig
+from .paths import default_data_dir
+from .training import TrainConfig
+
+
+@dataclass
+class CourseConfig:
+    # data: phantom cases generated on the fly unless a data folder is given
+    phantom_cases: int = 24
+    phantom_size: int = 64
+    phantom_seed: int = 0
+    spacing: float | None = None  # resample real data to this many mm (2 or 3 fits a CPU); None keeps it
+    val_fraction: float = 0.2  # of the training cases: teacher election, meta steps, model selection
+    test_fraction: float = 0.2
+    split_seed: int = 0
+    # model and training
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(steps=400, batch_size=2))
+    roi_size: tuple = (32, 32, 32)
+    fg_prob: float = 0.5
+    drop_policy: str = "uniform15"
+    # evaluation
+    eval_roi_size: tuple = (64, 64, 64)
+    eval_overlap: float = 0.5
+
+    @classmethod
+    def fast(cls, **changes) -> "CourseConfig":
+        """Tiny sizes for tests and ``FAST=True`` notebooks: seconds, not minutes. Numbers are meaningless."""
+        base = cls(phantom_cases=6, phantom_size=32, model=ModelConfig(base_channels=4, depth=3),
+                   train=TrainConfig(steps=4, batch_size=1), roi_size=(16, 16, 16), eval_roi_size=(32, 32, 32))
+        return replace(base, **changes)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "CourseConfig":
+        values = dict(values)
+        values["model"] = ModelConfig(**values.get("model", {}))
+        values["train"] = TrainConfig(**values.get("train", {}))
+        for key in ("roi_size", "eval_roi_size"):
+            if key in values:
+                values[key] = tuple(values[key])
+        return cls(**values)
+
+
+def split_cases(case_ids, val_fraction: float = 0.2, test_fraction: float = 0.2, seed: int = 0) -> dict:
+    """Seeded split into ``train`` / ``val`` / ``test`` lists of case ids.
+
+    ``test`` takes ``test_fraction`` of all cases (at least one), ``val`` takes ``val_fraction`` of the
+    rest (at least one when there are three or more cases): the validation cases are held out from
+    training, as the LCKD paper's teacher-election set (20 % of the training data).
+    """
+    ids = sorted(case_ids)
+    if len(ids) < 2:
+        raise ValueError(f"need at least 2 cases to split, got {len(ids)}")
+    order = np.random.default_rng(seed).permutation(len(ids))
+    n_test = max(1, int(round(test_fraction * len(ids)))) if test_fraction > 0 else 0
+    rest = len(ids) - n_test
+    n_val = max(1 if rest >= 2 else 0, int(round(val_fraction * rest))) if val_fraction > 0 else 0
+    pick = lambda idx: sorted(ids[i] for i in idx)  # noqa: E731
+    return {"train": pick(order[n_test + n_val:]), "val": pick(order[n_test:n_test + n_val]),
+            "test": pick(order[:n_test])}
+
+
+def phantom_dir(config: CourseConfig, root=None) -> Path:
+    """Where the course's phantom cases live (generated on first use, then reused)."""
+    from .phantom import PHANTOM_VERSION
+
+    root = Path(root) if root is not None else default_data_dir()
+    return root / f"phantom-v{PHANTOM_VERSION}-n{config.phantom_cases}-s{config.phantom_size}-seed{config.phantom_seed}"
+
+
+def ensure_phantom(config: CourseConfig, root=None) -> Path:
+    """Generate the phantom data set of ``config`` unless it is already there; returns its folder."""
+    from .phantom import generate_dataset
+
+    folder = phantom_dir(config, root)
+    marker = folder / "phantom.json"
+    if not marker.exists():
+        generate_dataset(folder, config.phantom_cases, size=config.phantom_size, seed=config.phantom_seed)
+        from .fileio import atomic_write_text
+
+        atomic_write_text(marker, json.dumps({"n": config.phantom_cases, "size": config.phantom_size,
+                                              "seed": config.phantom_seed}))
+    return folder
+
+
+def load_data(data_dir, config: CourseConfig, cache_dir=None, progress: bool = True) -> dict:
+    """Read, check, preprocess (cached) and split a data folder.
+
+    Returns ``{"split": {train, val, test: [case ids]}, "volumes": {case_id: (images, label)}}`` with
+    memory-mapped arrays.
+    """
+    from .data import find_cases
+    from .preprocess import PreprocessConfig, cache_cases, load_cached
+
+    refs = find_cases(data_dir)
+    cache_dir = Path(cache_dir) if cache_dir is not None else default_data_dir() / "cache"
+    source = Path(data_dir).resolve()
+    tag = f"{source.name}-{hashlib.sha256(str(source).encode()).hexdigest()[:8]}"
+    entries = cache_cases(refs, cache_dir / tag, PreprocessConfig(spacing=config.spacing), progress=progress)
+    volumes = {entry["case_id"]: load_cached(entry) for entry in entries}
+    split = split_cases(list(volumes), config.val_fraction, config.test_fraction, config.split_seed)
+    return {"split": split, "volumes": volumes}
+
+
+def make_dataset(volumes: dict, case_ids, config: CourseConfig, seed: int | None = None):
+    """The training :class:`~mmkd_helpers.dataset.PatchDataset` of the course for ``case_ids``."""
+    from .dataset import PatchDataset
+
+    return PatchDataset([volumes[c] for c in case_ids], config.roi_size, fg_prob=config.fg_prob,
+                        drop_policy=config.drop_policy, seed=config.train.seed if seed is None else seed)

@@ -1,0 +1,44 @@
+"""What a method is: extra loss terms and periodic hooks plugged into the one training engine.
+
+A method never copies the training loop. The engine computes the segmentation loss; a method adds named,
+already weighted terms from the model's output (per-modality features, present mask, logits) and may run
+hooks every N steps (teacher election, meta steps) that update its state. Its state is saved in every
+checkpoint, so a resumed run continues exactly.
+"""
+
+from dataclasses import dataclass
+from typing import Callable
+
+
+@dataclass
+class Hook:
+    every: int  # run after every `every` optimiser steps
+    fn: Callable  # fn(trainer, step) -> dict of values to log (or None)
+    name: str = "hook"
+
+
+class Method:
+    """The baseline: segmentation loss only, no distillation."""
+
+    name = "baseline"
+
+    def __init__(self, **options):
+        if options:
+            raise TypeError(f"{self.name} takes no options, got {sorted(options)}")
+        self.options = {}
+
+    def setup(self, trainer) -> None:
+        """Called once before training, after the model is on its device."""
+
+    def loss_terms(self, model, batch: dict, output) -> dict:
+        """Extra loss terms {name: weighted scalar tensor}, added to the segmentation loss."""
+        return {}
+
+    def hooks(self) -> list:
+        return []
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        pass

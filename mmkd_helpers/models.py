@@ -1,0 +1,151 @@
+"""The shared-encoder multi-modal UNet of LCKD and MetaKD, at teaching size.
+
+One encoder, with one set of weights, is applied to every modality as a 1-channel input (LCKD Eq. 3:
+f^(i) = f_enc(x^(i))). The per-modality features are exposed at every level -- the bottleneck is where
+LCKD and MetaKD distil -- and the features of missing modalities are generated as the mean of the
+available ones (LCKD Eq. 5, MetaKD Eq. 2). All modality features are concatenated and decoded by one
+decoder (LCKD Eq. 6).
+
+The official code (methods_spec.md §1.3) zeroes the missing input, still runs the encoder on it, and
+fills only the bottleneck: the skip connections carry the encoder's response to an all-zero volume.
+``fill_skips="zero"`` reproduces that; ``fill_skips="mean"`` fills the skips with the mean too.
+
+The official backbone is a 44 M-parameter WS-ResNet-50 + ASPP; the course uses a plain UNet of the same
+shape (shared encoder, concatenating decoder) whose width and depth are parameters, ~0.5 M parameters at
+``base_channels=8, depth=4`` so it trains on a laptop CPU.
+"""
+
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+
+from .constants import CLASS_LABELS, NUM_MODALITIES, REGIONS
+
+HEADS = {"regions": len(REGIONS), "classes": len(CLASS_LABELS)}
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    spatial_dims: int = 3
+    num_modalities: int = NUM_MODALITIES
+    base_channels: int = 8
+    depth: int = 4  # resolution levels; the bottleneck is downsampled 2**(depth-1) times
+    head: str = "regions"  # "regions": 3 sigmoid channels ET/TC/WT; "classes": 4-class softmax
+    fill_skips: str = "zero"  # "zero" (official code) or "mean" (Eq. 5 applied at every level)
+
+    def __post_init__(self):
+        assert self.head in HEADS, f"head must be one of {list(HEADS)}, got {self.head!r}"
+        assert self.fill_skips in ("zero", "mean"), f"fill_skips must be 'zero' or 'mean', got {self.fill_skips!r}"
+        assert self.spatial_dims in (2, 3) and self.depth >= 2 and self.base_channels >= 1
+
+    @property
+    def out_channels(self) -> int:
+        return HEADS[self.head]
+
+    @property
+    def channels(self) -> tuple:
+        return tuple(self.base_channels * 2**level for level in range(self.depth))
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class ModelOutput:
+    logits: torch.Tensor  # (N, out_channels, *spatial)
+    features: list  # per level, (N, M, C, *spatial) encoder features before filling (level -1 = bottleneck)
+    fused: torch.Tensor  # (N, M, C, *spatial) bottleneck after missing-feature generation
+    present: torch.Tensor  # (N, M) bool
+
+    @property
+    def bottleneck(self) -> torch.Tensor:
+        return self.features[-1]
+
+
+def conv_block(spatial_dims: int, in_channels: int, out_channels: int, stride: int = 1) -> nn.Sequential:
+    """Two 3^d convolutions, each followed by InstanceNorm and LeakyReLU(0.01), as in the LCKD code."""
+    conv = (nn.Conv2d, nn.Conv3d)[spatial_dims - 2]
+    norm = (nn.InstanceNorm2d, nn.InstanceNorm3d)[spatial_dims - 2]
+    return nn.Sequential(
+        conv(in_channels, out_channels, 3, stride=stride, padding=1, bias=False), norm(out_channels, affine=True),
+        nn.LeakyReLU(0.01, inplace=True),
+        conv(out_channels, out_channels, 3, padding=1, bias=False), norm(out_channels, affine=True),
+        nn.LeakyReLU(0.01, inplace=True),
+    )
+
+
+def fill_missing(features: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
+    """Replace missing modalities' features by the mean of the present ones (LCKD Eq. 5, MetaKD Eq. 2).
+
+    ``features`` (N, M, C, *spatial), ``present`` (N, M) bool. The mean is not detached, as in the
+    official code: the decoder's gradient reaches the present modalities through the generated features.
+    """
+    assert present.any(dim=1).all(), "every sample needs at least one present modality"
+    weight = present.to(features.dtype).view(*present.shape, *([1] * (features.dim() - 2)))
+    mean = (features * weight).sum(dim=1, keepdim=True) / weight.sum(dim=1, keepdim=True)
+    return torch.where(weight.bool(), features, mean)
+
+
+class SharedEncoderUNet(nn.Module):
+    """UNet with one modality-shared encoder, mean-feature generation and a concatenating decoder."""
+
+    def __init__(self, config: ModelConfig = ModelConfig()):
+        super().__init__()
+        self.config = config
+        d, m, ch = config.spatial_dims, config.num_modalities, config.channels
+        self.encoder = nn.ModuleList(
+            [conv_block(d, 1, ch[0])] + [conv_block(d, ch[i - 1], ch[i], stride=2) for i in range(1, len(ch))])
+        up = (nn.ConvTranspose2d, nn.ConvTranspose3d)[d - 2]
+        self.upsample = nn.ModuleList(
+            [up(m * ch[i + 1] if i == len(ch) - 2 else ch[i + 1], ch[i], 2, stride=2) for i in range(len(ch) - 1)])
+        self.decoder = nn.ModuleList([conv_block(d, ch[i] + m * ch[i], ch[i]) for i in range(len(ch) - 1)])
+        self.head = (nn.Conv2d, nn.Conv3d)[d - 2](ch[0], config.out_channels, 1)
+
+    def encode(self, image: torch.Tensor, present: torch.Tensor) -> list:
+        """Per-modality features at every level, each (N, M, C, *spatial); missing inputs are zeroed."""
+        n, m = image.shape[:2]
+        assert m == self.config.num_modalities, f"expected {self.config.num_modalities} modalities, got {m}"
+        x = image * present.to(image.dtype).view(n, m, *([1] * (image.dim() - 2)))
+        x = x.reshape(n * m, 1, *image.shape[2:])
+        features = []
+        for block in self.encoder:
+            x = block(x)
+            features.append(x.view(n, m, *x.shape[1:]))
+        return features
+
+    def decode(self, features: list, fused: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
+        x = fused.flatten(1, 2)
+        for level in reversed(range(len(features) - 1)):
+            skip = features[level]
+            if self.config.fill_skips == "mean":
+                skip = fill_missing(skip, present)
+            x = self.upsample[level](x)
+            x = self.decoder[level](torch.cat([x, skip.flatten(1, 2)], dim=1))
+        return self.head(x)
+
+    def forward(self, image: torch.Tensor, present: torch.Tensor | None = None,
+                bottleneck_scale: torch.Tensor | None = None) -> ModelOutput:
+        """``image`` (N, M, *spatial); ``present`` (N, M) bool, all True when omitted.
+
+        ``bottleneck_scale`` (M,) or (N, M) multiplies each modality's bottleneck feature after filling
+        (MetaKD's meta step scales features by the importance weights).
+        """
+        if present is None:
+            present = torch.ones(image.shape[:2], dtype=torch.bool, device=image.device)
+        present = present.to(image.device).bool()
+        size = 2 ** (self.config.depth - 1)
+        assert all(s % size == 0 for s in image.shape[2:]), f"spatial size {tuple(image.shape[2:])} must divide by {size}"
+        features = self.encode(image, present)
+        fused = fill_missing(features[-1], present)
+        if bottleneck_scale is not None:
+            fused = fused * bottleneck_scale.view(*bottleneck_scale.shape, *([1] * (fused.dim() - 2)))
+        return ModelOutput(self.decode(features, fused, present), features, fused, present)
+
+
+def build_model(config: ModelConfig | dict = ModelConfig()) -> SharedEncoderUNet:
+    return SharedEncoderUNet(ModelConfig(**config) if isinstance(config, dict) else config)
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)

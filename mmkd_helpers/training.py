@@ -1,0 +1,242 @@
+"""The one training engine. Every method (baseline, LCKD, MetaKD, ...) runs through :class:`Trainer`.
+
+Read top to bottom, one step is: take the batch for this step, forward the model, segmentation loss plus
+the method's extra terms, backward, optimiser and schedule step, log, run the method's hooks when due,
+checkpoint when due. Around it: device choice (cuda > mps > cpu), mixed precision on CUDA only, atomic
+checkpoints with an exact resume, and multi-GPU through ``torchrun`` + DistributedDataParallel.
+"""
+
+import math
+import os
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+from .fileio import atomic_path
+from .losses import segmentation_loss
+from .methods import Method
+
+
+@dataclass
+class TrainConfig:
+    steps: int = 300
+    batch_size: int = 2  # per process
+    optimizer: str = "adam"  # "adam", or "sgd" (Nesterov, momentum 0.99: the LCKD/MetaKD code)
+    lr: float = 1e-3
+    weight_decay: float = 1e-5
+    schedule: str = "poly"  # "poly" (power 0.9, the official codes), "cosine" (the LCKD paper), "constant"
+    amp: bool = True  # mixed precision; used on CUDA only (bf16 autocast is slower on CPUs)
+    seed: int = 0
+    checkpoint_every: int = 0  # steps; 0 saves only at the end (when an output folder is given)
+    num_workers: int = 0  # DataLoader workers; 0 is the safe default in notebooks and on Windows
+    grad_clip: float = 0.0  # max gradient norm; 0 disables
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    """``"auto"`` picks cuda, then mps, then cpu; anything else is passed to :class:`torch.device`."""
+    if device != "auto":
+        return torch.device(device)
+    if torch.cuda.is_available():
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def set_seed(seed: int) -> None:
+    import random
+
+    import numpy as np
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def make_optimizer(params, config: TrainConfig) -> torch.optim.Optimizer:
+    if config.optimizer == "adam":
+        return torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=config.lr, momentum=0.99, nesterov=True, weight_decay=config.weight_decay)
+    raise ValueError(f"unknown optimizer {config.optimizer!r}")
+
+
+def lr_factor(step: int, total: int, schedule: str) -> float:
+    """Learning-rate multiplier at ``step`` of ``total``."""
+    progress = min(step / max(total, 1), 1.0)
+    if schedule == "poly":
+        return (1 - progress) ** 0.9
+    if schedule == "cosine":
+        return 0.5 * (1 + math.cos(math.pi * progress))
+    if schedule == "constant":
+        return 1.0
+    raise ValueError(f"unknown schedule {schedule!r}")
+
+
+class StepSampler(torch.utils.data.Sampler):
+    """Sample indices for steps ``start .. steps-1``: index = (step * world + rank) * batch + k.
+
+    The dataset draws sample ``i`` from a generator seeded by ``i``, so this stream is the same whether
+    the run is resumed or not, and processes of a multi-GPU run see disjoint samples.
+    """
+
+    def __init__(self, start: int, steps: int, batch_size: int, rank: int = 0, world: int = 1):
+        self.start, self.steps, self.batch_size, self.rank, self.world = start, steps, batch_size, rank, world
+
+    def __iter__(self):
+        for step in range(self.start, self.steps):
+            base = (step * self.world + self.rank) * self.batch_size
+            yield from range(base, base + self.batch_size)
+
+    def __len__(self) -> int:
+        return max(self.steps - self.start, 0) * self.batch_size
+
+
+def init_distributed():
+    """(rank, world size); initialises the process group when launched by ``torchrun``."""
+    world = int(os.environ.get("WORLD_SIZE", 1))
+    if world > 1 and not torch.distributed.is_initialized():
+        torch.distributed.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+        if torch.cuda.is_available():
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
+    return (torch.distributed.get_rank() if world > 1 else 0), world
+
+
+class Trainer:
+    """Trains ``model`` on ``dataset`` with ``method``'s extra terms and hooks.
+
+    ``dataset`` yields dicts with ``image`` (4, *roi), ``label`` (*roi) and ``present`` (4,)
+    (:class:`mmkd_helpers.dataset.PatchDataset`). ``out_dir`` receives ``last.pt`` checkpoints;
+    ``fit(resume=True)`` continues from it exactly.
+    """
+
+    def __init__(self, model, dataset, config: TrainConfig = TrainConfig(), method: Method | None = None,
+                 out_dir=None, device: str = "auto", progress: bool = True, extra: dict | None = None):
+        self.rank, self.world = init_distributed()
+        self.device = resolve_device(device)
+        self.model = model.to(self.device)
+        self.dataset, self.config, self.progress = dataset, config, progress
+        self.method = method or Method()
+        self.out_dir = Path(out_dir) if out_dir is not None else None
+        self.extra = extra or {}  # plain values saved with every checkpoint (e.g. the data split)
+        self.seg_loss = segmentation_loss(model.config.head)
+        self.use_amp = config.amp and self.device.type == "cuda"
+        self.amp_dtype = torch.bfloat16 if self.use_amp and torch.cuda.is_bf16_supported() else torch.float16
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp and self.amp_dtype == torch.float16)
+        self.step, self.history = 0, []
+        self.method.setup(self)
+        self.optimizer = make_optimizer([p for p in self.model.parameters() if p.requires_grad], config)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lambda step: lr_factor(step, config.steps, config.schedule))
+        self.train_model = self.model
+        if self.world > 1:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.train_model = torch.nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
+
+    # -- the loop -------------------------------------------------------------------------------------
+    def fit(self, resume: bool = False, stop_at: int | None = None):
+        """Train until ``config.steps`` (or pause after step ``stop_at``); returns the history as a DataFrame.
+
+        The schedule always spans ``config.steps``: a run paused with ``stop_at`` and resumed later is
+        the same run as an uninterrupted one.
+        """
+        from tqdm.auto import tqdm
+
+        if resume:
+            self.load_checkpoint(self.checkpoint_path)
+        else:
+            torch.manual_seed(self.config.seed)
+        loader = torch.utils.data.DataLoader(
+            self.dataset, batch_size=self.config.batch_size, num_workers=self.config.num_workers,
+            sampler=StepSampler(self.step, min(stop_at or self.config.steps, self.config.steps),
+                                self.config.batch_size, self.rank, self.world),
+            pin_memory=self.device.type == "cuda", persistent_workers=False)
+        hooks = self.method.hooks()
+        bar = tqdm(total=self.config.steps, initial=self.step, desc=self.method.name,
+                   disable=not self.progress or self.rank != 0)
+        self.model.train()
+        for batch in loader:
+            started = time.perf_counter()
+            batch = {k: v.to(self.device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
+            with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.use_amp):
+                output = self.train_model(batch["image"], batch["present"])
+                terms = {"seg": self.seg_loss(output.logits.float(), batch["label"])}
+                terms.update(self.method.loss_terms(self.model, batch, output))
+                loss = sum(terms.values())
+            self.optimizer.zero_grad(set_to_none=True)
+            self.scaler.scale(loss).backward()
+            if self.config.grad_clip:
+                self.scaler.unscale_(self.optimizer)
+                torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            self.scheduler.step()
+            self.step += 1
+
+            row = {"step": self.step, "loss": loss.item(), **{k: v.item() for k, v in terms.items()},
+                   "lr": self.optimizer.param_groups[0]["lr"], "seconds": time.perf_counter() - started}
+            for hook in hooks:
+                if self.step % hook.every == 0:
+                    row.update(hook.fn(self, self.step) or {})
+                    self.model.train()
+            self.history.append(row)
+            bar.update(1)
+            bar.set_postfix(loss=f"{row['loss']:.3f}")
+            if self.config.checkpoint_every and self.step % self.config.checkpoint_every == 0:
+                self.save_checkpoint()
+        bar.close()
+        self.save_checkpoint()
+        return self.history_frame()
+
+    def history_frame(self):
+        import pandas as pd
+
+        return pd.DataFrame(self.history)
+
+    # -- checkpoints ----------------------------------------------------------------------------------
+    @property
+    def checkpoint_path(self) -> Path | None:
+        return self.out_dir / "last.pt" if self.out_dir is not None else None
+
+    def state_dict(self) -> dict:
+        return {
+            "step": self.step, "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
+            "method": {"name": self.method.name, "options": dict(self.method.options), "state": self.method.state_dict()},
+            "history": self.history, "world": self.world,
+            "config": {"model": self.model.config.to_dict(), "train": self.config.to_dict(), **self.extra},
+            "rng": {"torch": torch.get_rng_state(),
+                    "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []},
+        }
+
+    def save_checkpoint(self, path=None) -> Path | None:
+        path = Path(path) if path is not None else self.checkpoint_path
+        if path is None or self.rank != 0:
+            return None
+        with atomic_path(path) as tmp:
+            torch.save(self.state_dict(), tmp)
+        return path
+
+    def load_checkpoint(self, path) -> None:
+        path = Path(path)
+        if not path.exists():
+            raise FileNotFoundError(f"{path}: no checkpoint to resume from")
+        state = torch.load(path, map_location=self.device, weights_only=True)
+        if state["world"] != self.world:
+            raise ValueError(f"{path}: saved with {state['world']} processes, resumed with {self.world}")
+        if state["method"]["name"] != self.method.name:
+            raise ValueError(f"{path}: a {state['method']['name']} run cannot resume as {self.method.name}")
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
+        self.method.load_state_dict(state["method"]["state"])
+        self.step, self.history = state["step"], list(state["history"])
+        torch.set_rng_state(state["rng"]["torch"].cpu())
+        if state["rng"]["cuda"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all([s.cpu() for s in state["rng"]["cuda"]])

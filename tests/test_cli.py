@@ -1,0 +1,107 @@
+"""The ``mmkd`` command line as a user meets it: phantom -> train -> evaluate, and clear errors."""
+
+import gzip
+import shutil
+
+import pandas as pd
+import pytest
+import torch
+
+from mmkd_helpers.cli import main
+
+
+@pytest.fixture(scope="module")
+def phantom_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("data") / "phantom"
+    assert main(["phantom", "--out", str(out), "--n", "5", "--size", "32", "--seed", "3"]) == 0
+    return out
+
+
+@pytest.fixture(autouse=True)
+def private_data_dir(tmp_path, monkeypatch):
+    monkeypatch.setenv("MMKD_DATA_DIR", str(tmp_path / "mmkd-data"))
+
+
+def test_phantom_writes_brats_layout(phantom_dir):
+    cases = sorted(p.name for p in phantom_dir.iterdir())
+    assert cases == [f"Phantom_{i:03d}" for i in range(5)]
+    names = sorted(p.name for p in (phantom_dir / "Phantom_000").iterdir())
+    assert names == [f"Phantom_000_{m}.nii.gz" for m in ("flair", "seg", "t1", "t1ce", "t2")]
+
+
+def test_train_resume_and_evaluate(phantom_dir, tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["train", "--fast", "--data", str(phantom_dir), "--out", str(run), "--steps", "3",
+                 "--device", "cpu"]) == 0
+    state = torch.load(run / "last.pt", weights_only=True)
+    assert state["step"] == 3 and state["config"]["method"] == "baseline"
+    split = state["config"]["split"]
+    assert sorted(split["train"] + split["val"] + split["test"]) == [f"Phantom_{i:03d}" for i in range(5)]
+    assert main(["train", "--fast", "--data", str(phantom_dir), "--out", str(run)]) == 2  # would overwrite
+    assert "already holds a run" in capsys.readouterr().err
+
+    results = tmp_path / "results.csv"
+    assert main(["evaluate", "--checkpoint", str(run / "last.pt"), "--out", str(results), "--device", "cpu"]) == 0
+    df = pd.read_csv(results)
+    assert set(df.case) == set(split["test"]) and len(df) == len(split["test"]) * 15 * 3
+    assert df.dice.between(0, 1).all()
+    assert "Average" in capsys.readouterr().out
+
+
+def test_resume_continues_to_more_steps(phantom_dir, tmp_path):
+    run = tmp_path / "run"
+    main(["train", "--fast", "--data", str(phantom_dir), "--out", str(run), "--steps", "2", "--device", "cpu"])
+    state = torch.load(run / "last.pt", weights_only=True)
+    assert state["step"] == 2
+    # --resume reads everything (config, data, method) from the run folder.
+    assert main(["train", "--out", str(run), "--resume", "--device", "cpu"]) == 0
+    assert torch.load(run / "last.pt", weights_only=True)["step"] == 2  # the run was already complete
+
+
+def _broken_copy(phantom_dir, tmp_path, breaker):
+    data = tmp_path / "broken"
+    shutil.copytree(phantom_dir, data)
+    breaker(data / "Phantom_001")
+    return data
+
+
+def _truncate(folder):
+    path = folder / "Phantom_001_t2.nii.gz"
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+def _unknown_label(folder):
+    import nibabel as nib
+    import numpy as np
+
+    path = folder / "Phantom_001_seg.nii.gz"
+    image = nib.load(path)
+    data = np.asanyarray(image.dataobj).copy()
+    data[0, 0, 0] = 3
+    nib.save(nib.Nifti1Image(data, image.affine), path)
+
+
+@pytest.mark.parametrize("breaker, expected", [
+    (lambda f: (f / "Phantom_001_t1ce.nii.gz").unlink(), "Phantom_001_t1ce.nii.gz: file missing"),
+    (_truncate, "Phantom_001_t2.nii.gz: cannot be read"),
+    (_unknown_label, "Phantom_001_seg.nii.gz: unknown label values [3]"),
+])
+def test_bad_input_gives_one_clear_line_and_leaves_nothing(phantom_dir, tmp_path, capsys, breaker, expected):
+    data = _broken_copy(phantom_dir, tmp_path, breaker)
+    run = tmp_path / "run"
+    assert main(["train", "--fast", "--data", str(data), "--out", str(run), "--device", "cpu"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("mmkd: error: ") and expected in err[0], err
+    assert not run.exists()
+
+
+def test_empty_folder_is_a_clear_error(tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    assert main(["train", "--fast", "--data", str(tmp_path / "empty"), "--out", str(tmp_path / "run")]) == 2
+    assert "no cases found" in capsys.readouterr().err
+
+
+def test_evaluate_missing_checkpoint(tmp_path, capsys):
+    assert main(["evaluate", "--checkpoint", str(tmp_path / "nope.pt"), "--out", str(tmp_path / "r.csv")]) == 2
+    assert "nope.pt: no such checkpoint" in capsys.readouterr().err
+    assert not (tmp_path / "r.csv").exists()

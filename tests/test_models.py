@@ -1,0 +1,95 @@
+import pytest
+import torch
+
+from mmkd_helpers.models import ModelConfig, build_model, count_parameters, fill_missing
+
+
+def test_fill_missing_by_hand():
+    # N=1, M=3 modalities, C=1, one voxel: values 2, 4, 9; modality 1 missing -> mean of 2 and 9.
+    features = torch.tensor([2.0, 4.0, 9.0]).view(1, 3, 1, 1)
+    present = torch.tensor([[True, False, True]])
+    filled = fill_missing(features, present)
+    assert filled.flatten().tolist() == [2.0, 5.5, 9.0]
+
+
+def test_fill_missing_per_sample_and_gradient_flows_to_present():
+    features = torch.tensor([[1.0, 3.0], [5.0, 7.0]]).view(2, 2, 1)
+    present = torch.tensor([[True, False], [False, True]])
+    assert fill_missing(features, present).flatten().tolist() == [1.0, 1.0, 7.0, 7.0]
+    # The generated feature is not detached (official code): the present feature receives its gradient
+    # once as itself and once through the generated copy.
+    leaf = torch.tensor([1.0, 3.0], requires_grad=True)
+    fill_missing(leaf.view(1, 2, 1), torch.tensor([[True, False]])).sum().backward()
+    assert leaf.grad.tolist() == [2.0, 0.0]
+
+
+def test_fill_missing_refuses_empty_mask():
+    with pytest.raises(AssertionError):
+        fill_missing(torch.zeros(1, 4, 2), torch.zeros(1, 4, dtype=torch.bool))
+
+
+def test_teaching_size_is_about_half_a_million_parameters():
+    n = count_parameters(build_model(ModelConfig()))
+    assert 400_000 < n < 600_000, n
+
+
+def test_shapes_and_exposed_features():
+    config = ModelConfig(base_channels=4, depth=3)
+    model = build_model(config)
+    out = model(torch.randn(2, 4, 16, 16, 16), torch.tensor([[1, 0, 1, 0], [1, 1, 1, 1]]).bool())
+    assert out.logits.shape == (2, 3, 16, 16, 16)
+    assert [tuple(f.shape) for f in out.features] == [(2, 4, 4, 16, 16, 16), (2, 4, 8, 8, 8, 8), (2, 4, 16, 4, 4, 4)]
+    assert torch.allclose(out.fused[0, 1], (out.bottleneck[0, 0] + out.bottleneck[0, 2]) / 2)
+    assert torch.equal(out.fused[1], out.bottleneck[1])
+
+
+def test_encoder_is_shared_across_modalities():
+    model = build_model(ModelConfig(base_channels=4, depth=3)).eval()
+    x = torch.randn(1, 1, 16, 16, 16)
+    out = model(x.repeat(1, 4, 1, 1, 1))
+    for m in range(1, 4):
+        assert torch.allclose(out.bottleneck[0, 0], out.bottleneck[0, m])
+
+
+@pytest.mark.parametrize("fill_skips", ["zero", "mean"])
+def test_missing_modality_content_is_ignored(fill_skips):
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(base_channels=4, depth=3, fill_skips=fill_skips)).eval()
+    x = torch.randn(1, 4, 16, 16, 16)
+    present = torch.tensor([[True, False, True, True]])
+    y = x.clone()
+    y[:, 1] = torch.randn(16, 16, 16) * 10
+    assert torch.allclose(model(x, present).logits, model(y, present).logits)
+
+
+def test_fill_skips_option_changes_the_output():
+    torch.manual_seed(0)
+    zero = build_model(ModelConfig(base_channels=4, depth=3, fill_skips="zero")).eval()
+    mean = build_model(ModelConfig(base_channels=4, depth=3, fill_skips="mean")).eval()
+    mean.load_state_dict(zero.state_dict())
+    x, present = torch.randn(1, 4, 16, 16, 16), torch.tensor([[True, False, False, False]])
+    assert not torch.allclose(zero(x, present).logits, mean(x, present).logits)
+    full = torch.ones(1, 4, dtype=torch.bool)  # nothing missing: both variants agree
+    assert torch.allclose(zero(x, full).logits, mean(x, full).logits)
+
+
+def test_bottleneck_scale_multiplies_each_modality():
+    model = build_model(ModelConfig(base_channels=4, depth=3)).eval()
+    x = torch.randn(2, 4, 16, 16, 16)
+    scale = torch.tensor([0.0, 1.0, 2.0, 3.0])
+    out = model(x, bottleneck_scale=scale)
+    assert torch.allclose(out.fused, out.bottleneck * scale.view(1, 4, 1, 1, 1, 1))
+    per_sample = model(x, bottleneck_scale=scale.expand(2, 4))
+    assert torch.allclose(per_sample.logits, out.logits)
+
+
+def test_two_dimensional_variant_and_class_head():
+    model = build_model({"spatial_dims": 2, "base_channels": 4, "depth": 3, "head": "classes"})
+    assert model(torch.randn(3, 4, 32, 32)).logits.shape == (3, 4, 32, 32)
+
+
+def test_bad_configuration_is_refused():
+    with pytest.raises(AssertionError, match="head"):
+        ModelConfig(head="softmax")
+    with pytest.raises(AssertionError, match="divide"):
+        build_model(ModelConfig(depth=3))(torch.randn(1, 4, 10, 16, 16))

@@ -1,0 +1,128 @@
+import numpy as np
+import pytest
+import torch
+
+from mmkd_helpers.dataset import PatchDataset
+from mmkd_helpers.methods import Hook, Method
+from mmkd_helpers.models import ModelConfig, build_model
+from mmkd_helpers.training import StepSampler, TrainConfig, Trainer, lr_factor, resolve_device
+
+SMALL = ModelConfig(base_channels=4, depth=3)
+
+
+def toy_volumes(n=3, size=24, seed=0):
+    """Cubes whose intensity shows the regions, so a few steps can learn something."""
+    rng = np.random.default_rng(seed)
+    volumes = []
+    for _ in range(n):
+        label = np.zeros((size,) * 3, np.uint8)
+        a = rng.integers(2, size // 2)
+        label[a:a + 8, a:a + 8, a:a + 8] = 2
+        label[a + 2:a + 6, a + 2:a + 6, a + 2:a + 6] = 1
+        label[a + 3:a + 5, a + 3:a + 5, a + 3:a + 5] = 4
+        images = rng.normal(0, 0.3, (4, size, size, size)).astype(np.float32) + (label[None] > 0) * 2.0
+        volumes.append((images, label))
+    return volumes
+
+
+def make_trainer(tmp_path, steps=6, method=None, seed=0, **train):
+    torch.manual_seed(seed)
+    dataset = PatchDataset(toy_volumes(), (16, 16, 16), seed=0)
+    config = TrainConfig(steps=steps, batch_size=2, **train)
+    return Trainer(build_model(SMALL), dataset, config, method, out_dir=tmp_path, device="cpu", progress=False)
+
+
+def test_interrupted_run_resumes_exactly(tmp_path):
+    straight = make_trainer(tmp_path / "a")
+    straight.fit()
+    paused = make_trainer(tmp_path / "b")
+    paused.fit(stop_at=3)
+    assert paused.step == 3 and (tmp_path / "b" / "last.pt").exists()
+    resumed = make_trainer(tmp_path / "b", seed=123)  # a different init: the checkpoint must overwrite it
+    history = resumed.fit(resume=True)
+    assert list(history["step"]) == [1, 2, 3, 4, 5, 6]
+    for a, b in zip(straight.model.state_dict().values(), resumed.model.state_dict().values()):
+        assert torch.equal(a, b)
+    assert history["loss"].tolist() == straight.history_frame()["loss"].tolist()
+
+
+def test_checkpoint_loads_with_weights_only(tmp_path):
+    trainer = make_trainer(tmp_path, steps=2)
+    trainer.fit()
+    state = torch.load(tmp_path / "last.pt", weights_only=True)
+    assert state["step"] == 2 and state["config"]["model"]["base_channels"] == 4
+    assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_resume_without_checkpoint_is_a_clear_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="last.pt"):
+        make_trainer(tmp_path).fit(resume=True)
+
+
+def test_training_reduces_the_loss(tmp_path):
+    history = make_trainer(tmp_path, steps=40, lr=1e-2, schedule="constant").fit()
+    assert history["loss"].iloc[-5:].mean() < 0.8 * history["loss"].iloc[:5].mean()
+
+
+class CountingMethod(Method):
+    """A method plug-in that adds a constant term and counts its hook calls."""
+
+    name = "counting"
+
+    def __init__(self):
+        super().__init__()
+        self.calls = []
+
+    def loss_terms(self, model, batch, output):
+        assert output.bottleneck.shape[:2] == batch["present"].shape
+        return {"extra": output.logits.sum() * 0 + 0.5}
+
+    def hooks(self):
+        return [Hook(every=2, fn=lambda trainer, step: self.calls.append(step) or {"hook_value": step})]
+
+    def state_dict(self):
+        return {"calls": list(self.calls)}
+
+    def load_state_dict(self, state):
+        self.calls = list(state["calls"])
+
+
+def test_method_terms_and_hooks_plug_into_the_loop(tmp_path):
+    method = CountingMethod()
+    history = make_trainer(tmp_path, steps=5, method=method).fit()
+    assert method.calls == [2, 4]
+    assert np.allclose(history["loss"], history["seg"] + 0.5)
+    assert history["hook_value"].dropna().tolist() == [2, 4]
+    state = torch.load(tmp_path / "last.pt", weights_only=True)
+    assert state["method"] == {"name": "counting", "options": {}, "state": {"calls": [2, 4]}}
+
+
+def test_a_run_cannot_resume_as_another_method(tmp_path):
+    make_trainer(tmp_path, steps=2, method=CountingMethod()).fit()
+    with pytest.raises(ValueError, match="counting run cannot resume as baseline"):
+        make_trainer(tmp_path, steps=4).fit(resume=True)
+
+
+def test_step_sampler_splits_a_stream_between_processes():
+    single = list(StepSampler(0, 3, 2, rank=0, world=1))
+    assert single == [0, 1, 2, 3, 4, 5]
+    ranks = [list(StepSampler(1, 3, 2, rank=r, world=2)) for r in range(2)]
+    assert ranks == [[4, 5, 8, 9], [6, 7, 10, 11]]
+    assert list(StepSampler(2, 3, 2)) == single[4:]
+
+
+def test_learning_rate_schedules():
+    assert lr_factor(0, 100, "poly") == 1.0 and lr_factor(100, 100, "poly") == 0.0
+    assert lr_factor(50, 100, "poly") == pytest.approx(0.5 ** 0.9)
+    assert lr_factor(50, 100, "cosine") == pytest.approx(0.5)
+    assert lr_factor(70, 100, "constant") == 1.0
+    with pytest.raises(ValueError):
+        lr_factor(1, 10, "step")
+
+
+def test_device_resolution():
+    assert resolve_device("cpu").type == "cpu"
+    expected = "cuda" if torch.cuda.is_available() else "cpu"
+    if not torch.cuda.is_available() and getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+        expected = "mps"
+    assert resolve_device("auto").type == expected
