@@ -56,10 +56,10 @@ def load_pretrained(name: str, device="cpu"):
 
 def validation_dice(model, data: dict, config) -> dict:
     """Mean Dice per region over the validation cases and the 15 combinations."""
+    from .course import split_volumes
     from .evaluation import evaluate
 
-    volumes = [(c, *data["volumes"][c]) for c in data["split"]["val"]]
-    results = evaluate(model, volumes, config.eval_roi_size, overlap=config.eval_overlap, progress=False)
+    results = evaluate(model, split_volumes(data, "val"), config.eval_roi_size, overlap=config.eval_overlap, progress=False)
     return {region: round(float(v), 4) for region, v in results.groupby("region").dice.mean().items()}
 
 
@@ -75,22 +75,15 @@ def build(name: str, config=None, device: str = "auto", progress: bool = True) -
     """Train the run ``name`` of :data:`RUNS` with the course configuration and ship its weights."""
     import torch
 
-    from .course import CourseConfig, ensure_phantom, load_data, make_dataset
+    from .course import CourseConfig, ensure_phantom, load_data
     from .fileio import atomic_path, atomic_write_text
-    from .methods import build_method
-    from .models import build_model
     from .phantom import PHANTOM_VERSION
-    from .training import Trainer
 
     run = RUNS[name]
     config = config or CourseConfig()
     data = load_data(ensure_phantom(config), config, progress=progress)
-    torch.manual_seed(config.train.seed)
-    model = build_model(config.model)
-    trainer = Trainer(model, make_dataset(data["volumes"], data["split"]["train"], config), config.train,
-                      build_method(run["method"], **run["options"]), device=device, progress=progress)
     started = time.perf_counter()
-    trainer.fit()
+    model, trainer = train_run(name, config, data, device, progress)
     wall = time.perf_counter() - started
     model = model.cpu().eval()
     buffer = io.BytesIO()
@@ -115,3 +108,40 @@ def build_all(device: str = "auto") -> None:
         entry = build(name, device=device)
         print(f"{name}: {entry['steps']} steps in {entry['wall_time_s']} s on {entry['device']}, "
               f"val Dice {entry['val_dice']}, {(PRETRAINED_DIR / entry['file']).stat().st_size / 2**20:.2f} MiB")
+
+
+def train_run(name: str, config, data: dict, device: str = "auto", progress: bool = True):
+    """(model, trainer) after training the run ``name`` of :data:`RUNS` on ``data``'s training split."""
+    import torch
+
+    from .course import make_dataset, split_volumes
+    from .methods import build_method
+    from .models import build_model
+    from .training import Trainer
+
+    run = RUNS[name]
+    torch.manual_seed(config.train.seed)
+    model = build_model(config.model)
+    trainer = Trainer(model, make_dataset(data["volumes"], data["split"]["train"], config), config.train,
+                      build_method(run["method"], **run["options"]), device=device, progress=progress,
+                      val_volumes=split_volumes(data, "val"), extra={"course": config.to_dict()})
+    trainer.fit()
+    return model.eval(), trainer
+
+
+def pretrained_or_train(name: str, config, data: dict, device: str = "auto", progress: bool = True):
+    """Load the shipped checkpoint ``name`` if it was trained with exactly ``config`` on this data, else train.
+
+    Returns ``(model, info)``; ``info["source"]`` says which happened, ``info["history"]`` holds the
+    training history when the model was trained here (None when loaded).
+    """
+    from .training import resolve_device
+
+    entry = manifest().get(name)
+    same_config = entry and entry["config"] == json.loads(json.dumps(config.to_dict()))
+    if same_config and entry["data"]["split"] == data["split"] and (PRETRAINED_DIR / entry["file"]).exists():
+        model, entry = load_pretrained(name, device=resolve_device(device))
+        return model, {"source": "shipped checkpoint", "entry": entry, "history": None}
+    model, trainer = train_run(name, config, data, device, progress)
+    return model, {"source": f"trained now ({config.train.steps} steps)", "entry": None,
+                   "history": trainer.history_frame()}

@@ -103,9 +103,9 @@ def cmd_phantom(args) -> int:
 def _course_config(args):
     from dataclasses import replace
 
-    from .course import CourseConfig
+    from .course import course_config
 
-    config = CourseConfig.fast() if args.fast else CourseConfig()
+    config = course_config(fast=args.fast, real_data=args.data is not None)
     train = {k: v for k, v in {"steps": args.steps, "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed,
                                "checkpoint_every": args.checkpoint_every, "num_workers": args.workers}.items()
              if v is not None}
@@ -123,7 +123,7 @@ def _course_config(args):
 def cmd_train(args) -> int:
     import torch
 
-    from .course import CourseConfig, ensure_phantom, load_data, make_dataset
+    from .course import CourseConfig, ensure_phantom, load_data, make_dataset, split_volumes
     from .methods import build_method
     from .models import build_model
     from .training import Trainer
@@ -146,7 +146,7 @@ def cmd_train(args) -> int:
     extra = {"course": config.to_dict(), "data": str(data_dir) if data_dir else None, "split": data["split"],
              "method": method.name}
     trainer = Trainer(model, dataset, config.train, method, out_dir=args.out, device=args.device, extra=extra,
-                      progress=sys.stderr.isatty())
+                      progress=sys.stderr.isatty(), val_volumes=split_volumes(data, "val"))
     print(f"{method.name}: {len(data['split']['train'])} training cases, {config.train.steps} steps "
           f"on {trainer.device}")
     history = trainer.fit(resume=args.resume)
@@ -186,7 +186,7 @@ def cmd_evaluate(args) -> int:
         cases = [c for c in saved["split"][args.cases] if c in data["volumes"]]
         if not cases:
             raise ValueError(f"{data_dir}: none of the run's {args.cases} cases are here; use --cases all")
-    volumes = [(c, *data["volumes"][c]) for c in cases]
+    volumes = [(c, *data["volumes"][c]) for c in cases]  # any subset, not only a split
     results = evaluate(model, volumes, config.eval_roi_size, overlap=config.eval_overlap, progress=sys.stderr.isatty())
     with atomic_path(args.out) as tmp:
         results.to_csv(tmp, index=False)

@@ -20,7 +20,7 @@ from .training import TrainConfig
 @dataclass
 class CourseConfig:
     # data: phantom cases generated on the fly unless a data folder is given
-    phantom_cases: int = 24
+    phantom_cases: int = 60
     phantom_size: int = 64
     phantom_seed: int = 0
     spacing: float | None = None  # resample real data to this many mm (2 or 3 fits a CPU); None keeps it
@@ -29,10 +29,11 @@ class CourseConfig:
     split_seed: int = 0
     # model and training
     model: ModelConfig = field(default_factory=ModelConfig)
-    train: TrainConfig = field(default_factory=lambda: TrainConfig(steps=400, batch_size=2))
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(steps=3000, batch_size=2, lr=3e-3))
     roi_size: tuple = (32, 32, 32)
     fg_prob: float = 0.5
     drop_policy: str = "uniform15"
+    full_modality_steps: int = 0  # first steps with all four modalities (the LCKD/MetaKD code's warm-up stage)
     # evaluation
     eval_roi_size: tuple = (64, 64, 64)
     eval_overlap: float = 0.5
@@ -56,6 +57,18 @@ class CourseConfig:
             if key in values:
                 values[key] = tuple(values[key])
         return cls(**values)
+
+
+REAL_DATA_SPACING = 2.0
+"""Real BraTS cases (1 mm, 240x240x155) are resampled to this spacing in the course so they fit a CPU."""
+
+
+def course_config(fast: bool = False, real_data: bool = False, **changes) -> CourseConfig:
+    """The course configuration a notebook or the CLI starts from: tiny when ``fast``, resampled when real."""
+    config = CourseConfig.fast() if fast else CourseConfig()
+    if real_data:
+        changes.setdefault("spacing", REAL_DATA_SPACING)
+    return replace(config, **changes)
 
 
 def split_cases(case_ids, val_fraction: float = 0.2, test_fraction: float = 0.2, seed: int = 0) -> dict:
@@ -119,9 +132,15 @@ def load_data(data_dir, config: CourseConfig, cache_dir=None, progress: bool = T
     return {"split": split, "volumes": volumes}
 
 
+def split_volumes(data: dict, split: str) -> list:
+    """``[(case_id, images, label), ...]`` of one split (``train``, ``val`` or ``test``) of :func:`load_data`."""
+    return [(case_id, *data["volumes"][case_id]) for case_id in data["split"][split]]
+
+
 def make_dataset(volumes: dict, case_ids, config: CourseConfig, seed: int | None = None):
     """The training :class:`~mmkd_helpers.dataset.PatchDataset` of the course for ``case_ids``."""
     from .dataset import PatchDataset
 
     return PatchDataset([volumes[c] for c in case_ids], config.roi_size, fg_prob=config.fg_prob,
-                        drop_policy=config.drop_policy, seed=config.train.seed if seed is None else seed)
+                        drop_policy=config.drop_policy, seed=config.train.seed if seed is None else seed,
+                        full_modality_samples=config.full_modality_steps * config.train.batch_size)

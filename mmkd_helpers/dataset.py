@@ -59,11 +59,13 @@ class PatchDataset(torch.utils.data.Dataset):
 
     ``volumes`` is a list of ``(images (4, X, Y, Z), label (X, Y, Z))`` arrays (memory-mapped is fine).
     Item ``i`` is a dict: ``image`` float32 (4, *roi), ``label`` int64 (*roi) with BraTS labels,
-    ``present`` bool (4,), ``case`` int.
+    ``present`` bool (4,), ``case`` int. Samples with index below ``full_modality_samples`` keep all
+    four modalities (a full-modality warm-up).
     """
 
     def __init__(self, volumes, roi_size=(48, 48, 48), fg_prob: float = 0.5, flip: bool = True,
-                 intensity: float = 0.1, drop_policy: str = "uniform15", seed: int = 0, length: int = 10**9):
+                 intensity: float = 0.1, drop_policy: str = "uniform15", seed: int = 0, length: int = 10**9,
+                 full_modality_samples: int = 0):
         assert volumes, "PatchDataset needs at least one volume"
         assert all(label is not None for _, label in volumes), "training volumes need label maps"
         sample_present(np.random.default_rng(0), drop_policy)  # fail early on a bad policy name
@@ -71,6 +73,9 @@ class PatchDataset(torch.utils.data.Dataset):
         self.roi_size = tuple(roi_size)
         self.fg_prob, self.flip, self.intensity = fg_prob, flip, intensity
         self.drop_policy, self.seed, self.length = drop_policy, seed, length
+        # Samples with a smaller index keep all four modalities: the LCKD/MetaKD code's full-modality warm-up
+        # (with the engine's index = (step * world + rank) * batch + k, that is the first steps of a run).
+        self.full_modality_samples = full_modality_samples
 
     def __len__(self) -> int:
         return self.length
@@ -91,7 +96,7 @@ class PatchDataset(torch.utils.data.Dataset):
             scale = rng.uniform(1 - self.intensity, 1 + self.intensity, size=(len(image),) + (1,) * len(self.roi_size))
             shift = rng.uniform(-self.intensity, self.intensity, size=scale.shape)
             image = np.where(image != 0, image * scale + shift, 0).astype(np.float32)
-        present = sample_present(rng, self.drop_policy)
+        present = sample_present(rng, "none" if index < self.full_modality_samples else self.drop_policy)
         return {"image": torch.from_numpy(np.ascontiguousarray(image)),
                 "label": torch.from_numpy(np.ascontiguousarray(target)),
                 "present": torch.from_numpy(present), "case": case}

@@ -24,7 +24,7 @@ CACHE_FORMAT = 1  # bump when the cached arrays change meaning
 
 @dataclass(frozen=True)
 class PreprocessConfig:
-    spacing: float | None = None  # target isotropic spacing in mm; None keeps the original grid
+    spacing: float | None = None  # resample finer grids to this isotropic spacing (mm); None keeps every grid
     margin: int = 2  # voxels kept around the brain bounding box
 
     def key(self) -> str:
@@ -79,7 +79,7 @@ def preprocess_case(case: Case, config: PreprocessConfig = PreprocessConfig()):
     images = case.images[(slice(None),) + box]
     label = None if case.label is None else case.label[box]
     mask = brain_mask(images)
-    if config.spacing is not None:
+    if config.spacing is not None and min(case.spacing) < config.spacing - 1e-3:  # only ever coarser
         images, label = resample(images, label, case.spacing, config.spacing)
         mask = brain_mask(images)
     return zscore(images, mask), label

@@ -116,7 +116,8 @@ class Trainer:
     """
 
     def __init__(self, model, dataset, config: TrainConfig = TrainConfig(), method: Method | None = None,
-                 out_dir=None, device: str = "auto", progress: bool = True, extra: dict | None = None):
+                 out_dir=None, device: str = "auto", progress: bool = True, extra: dict | None = None,
+                 val_volumes=None):
         self.rank, self.world = init_distributed()
         self.device = resolve_device(device)
         self.model = model.to(self.device)
@@ -124,6 +125,7 @@ class Trainer:
         self.method = method or Method()
         self.out_dir = Path(out_dir) if out_dir is not None else None
         self.extra = extra or {}  # plain values saved with every checkpoint (e.g. the data split)
+        self.val_volumes = list(val_volumes or [])  # (case_id, images, label): for hooks (teacher election, meta steps)
         self.seg_loss = segmentation_loss(model.config.head)
         self.use_amp = config.amp and self.device.type == "cuda"
         self.amp_dtype = torch.bfloat16 if self.use_amp and torch.cuda.is_bf16_supported() else torch.float16
@@ -151,6 +153,9 @@ class Trainer:
             self.load_checkpoint(self.checkpoint_path)
         else:
             torch.manual_seed(self.config.seed)
+            started = self.method.start(self)
+            if started:
+                self.history.append({"step": 0, **started})
         loader = torch.utils.data.DataLoader(
             self.dataset, batch_size=self.config.batch_size, num_workers=self.config.num_workers,
             sampler=StepSampler(self.step, min(stop_at or self.config.steps, self.config.steps),

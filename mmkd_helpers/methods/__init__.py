@@ -1,8 +1,10 @@
 """Methods as plug-ins to the one training engine (:mod:`mmkd_helpers.training`)."""
 
 from .base import Hook, Method
+from .lckd import LCKD
+from .metakd import MetaKD
 
-METHODS = {"baseline": Method}
+METHODS = {"baseline": Method, "lckd": LCKD, "metakd": MetaKD}
 
 
 def build_method(name: str, **options) -> Method:

@@ -28,7 +28,10 @@ class Method:
         self.options = {}
 
     def setup(self, trainer) -> None:
-        """Called once before training, after the model is on its device."""
+        """Called when the trainer is built (model on its device), before a resumed run loads its state."""
+
+    def start(self, trainer) -> dict | None:
+        """Called once at step 0 of a new run (not on resume); what it returns is logged as step 0."""
 
     def loss_terms(self, model, batch: dict, output) -> dict:
         """Extra loss terms {name: weighted scalar tensor}, added to the segmentation loss."""

@@ -1,11 +1,8 @@
-"""Loss functions: one home per equation. Methods combine these; notebooks import them.
-
-Segmentation losses come from MONAI rather than being written by hand.
-"""
+"""Segmentation (task) losses, from MONAI and torch rather than written by hand."""
 
 import torch
 
-from .constants import CLASS_LABELS, REGIONS
+from ..constants import CLASS_LABELS, REGIONS
 
 
 def region_targets(label: torch.Tensor) -> torch.Tensor:

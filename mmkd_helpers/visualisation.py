@@ -1,0 +1,100 @@
+"""Figures for the notebooks: cases, label overlays, Dice heatmaps, training curves, predictions.
+
+Every function returns the matplotlib Figure (and closes nothing the caller may still want); matplotlib is
+imported inside the functions so that importing the package stays cheap.
+"""
+
+import numpy as np
+
+from .constants import MODALITY_NAMES, REGION_NAMES
+
+LABEL_COLOURS = {1: (0.9, 0.1, 0.1), 2: (0.1, 0.8, 0.2), 4: (1.0, 0.85, 0.0)}
+"""NCR/NET red, edema green, enhancing tumour yellow."""
+
+
+def label_overlay(label_slice: np.ndarray, alpha: float = 0.45) -> np.ndarray:
+    """RGBA image of a 2D BraTS label slice (transparent background)."""
+    rgba = np.zeros(label_slice.shape + (4,))
+    for value, colour in LABEL_COLOURS.items():
+        rgba[label_slice == value] = (*colour, alpha)
+    return rgba
+
+
+def tumour_slice(label: np.ndarray, axis: int = 2) -> int:
+    """Index of the slice along ``axis`` with the most tumour voxels (the middle one if there is none)."""
+    counts = (np.asarray(label) > 0).sum(axis=tuple(a for a in range(label.ndim) if a != axis))
+    return int(np.argmax(counts)) if counts.any() else label.shape[axis] // 2
+
+
+def _show(ax, image2d, label2d=None, title=None):
+    ax.imshow(np.asarray(image2d).T, cmap="gray", origin="lower")
+    if label2d is not None:
+        ax.imshow(label_overlay(np.asarray(label2d)).transpose(1, 0, 2), origin="lower")
+    ax.set_title(title or "", fontsize=10)
+    ax.axis("off")
+
+
+def show_case(images, label=None, index=None, axis: int = 2, names=MODALITY_NAMES, overlay: bool = False,
+              title: str | None = None):
+    """The four modalities of one slice side by side, and the label map (overlaid or as a fifth panel)."""
+    import matplotlib.pyplot as plt
+
+    index = tumour_slice(label, axis) if index is None and label is not None else index
+    index = images.shape[axis + 1] // 2 if index is None else index
+    take = lambda volume: np.take(np.asarray(volume), index, axis=axis)  # noqa: E731
+    panels = len(names) + (1 if label is not None and not overlay else 0)
+    fig, axes = plt.subplots(1, panels, figsize=(2.6 * panels, 2.8))
+    for ax, volume, name in zip(axes, images, names):
+        _show(ax, take(volume), take(label) if overlay and label is not None else None, name)
+    if label is not None and not overlay:
+        _show(axes[-1], np.zeros_like(take(label), dtype=float), take(label), "label (red 1, green 2, yellow 4)")
+    fig.suptitle(title or f"slice {index}", fontsize=11)
+    fig.tight_layout()
+    return fig
+
+
+def dice_heatmap(table, title: str = "Dice (%)"):
+    """Heatmap of a :func:`mmkd_helpers.evaluation.dice_table` (combinations x region/method)."""
+    import matplotlib.pyplot as plt
+
+    values = table[[c for c in table.columns if c[0] in REGION_NAMES]].astype(float)
+    fig, ax = plt.subplots(figsize=(1.2 + 0.9 * values.shape[1], 0.32 * len(values) + 1.2))
+    image = ax.imshow(values.to_numpy(), cmap="viridis", vmin=0, vmax=100, aspect="auto")
+    ax.set_xticks(range(values.shape[1]), [" ".join(c).strip() for c in values.columns], rotation=45, ha="right")
+    ax.set_yticks(range(len(values)), values.index)
+    for (i, j), v in np.ndenumerate(values.to_numpy()):
+        ax.text(j, i, f"{v:.0f}", ha="center", va="center", fontsize=7, color="white" if v < 60 else "black")
+    fig.colorbar(image, ax=ax, fraction=0.04)
+    ax.set_title(title)
+    fig.tight_layout()
+    return fig
+
+
+def plot_history(history, columns=("loss",), smooth: int = 20, title: str = "training"):
+    """Training curves from the engine's history DataFrame, with a running mean over ``smooth`` steps."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3))
+    for column in columns:
+        if column in history:
+            ax.plot(history["step"], history[column], alpha=0.25)
+            ax.plot(history["step"], history[column].rolling(smooth, min_periods=1).mean(), label=column)
+    ax.set_xlabel("step")
+    ax.legend()
+    ax.set_title(title)
+    fig.tight_layout()
+    return fig
+
+
+def show_predictions(image_slice, truth_slice, predictions: dict, title: str = ""):
+    """One background slice, the ground truth and several predicted label slices side by side."""
+    import matplotlib.pyplot as plt
+
+    panels = 1 + len(predictions)
+    fig, axes = plt.subplots(1, panels, figsize=(2.8 * panels, 3))
+    _show(axes[0], image_slice, truth_slice, "ground truth")
+    for ax, (name, predicted) in zip(axes[1:], predictions.items()):
+        _show(ax, image_slice, predicted, name)
+    fig.suptitle(title, fontsize=11)
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,221 @@
+"""Every numbered notebook (``notebooks/NN_*.ipynb``) runs top to bottom on a fresh kernel, on its fast path.
+
+* Static checks (no kernel, fast): one ``parameters`` cell defining ``FAST`` (default read from
+  ``$MMKD_FAST``) and ``DATA_DIR``; execution counts 1..n in order (committed from a clean run);
+  no committed error output and no absolute machine path in outputs or metadata.
+* papermill with ``FAST=True`` on the course's phantom data, then again on the real BraTS sample beside
+  the repository (skipped when absent): no error, no machine path in the outputs, nothing left behind
+  in ``notebooks/``, and within a time budget.
+* nbval (``--nbval-lax``) with ``MMKD_FAST=1``: the cells tagged ``nbval-check-output`` print what the
+  committed notebook shows (modulo ``tests/nbval_sanitize.cfg``).
+
+The kernels get a temporary ``MMKD_DATA_DIR`` (phantoms are generated there) and no ``MPLBACKEND``:
+CI exports ``MPLBACKEND=Agg``, which would stop the kernels from showing figures inline.
+"""
+
+import ast
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOK_DIR = ROOT / "notebooks"
+NOTEBOOKS = sorted(NOTEBOOK_DIR.glob("[0-9][0-9]_*.ipynb"))
+REAL_BRATS = ROOT.parent / "shared/data/brats2018_sample"
+SANITIZE = Path(__file__).with_name("nbval_sanitize.cfg")
+CELL_TIMEOUT = 300  # seconds per cell: papermill's default is "forever"
+FAST_BUDGET = 120  # seconds for one whole notebook on its fast path (the course promises < 1 min)
+KERNEL = "python3"
+
+ABSOLUTE_PATH = re.compile(r"(?<![\w.~-])(?:/(?:root|home|tmp|work|Users)(?![\w.-])|[A-Za-z]:\\+Users\b)")
+"""An absolute path of this machine (or a learner's): outputs must not show one (privacy, noise in diffs)."""
+ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+BINARY_MIME = ("image/", "application/vnd.jupyter.widget")
+
+notebook_params = pytest.mark.parametrize("notebook", NOTEBOOKS, ids=[p.name for p in NOTEBOOKS])
+
+
+def _read(path: Path):
+    import nbformat
+
+    return nbformat.read(path, as_version=4)
+
+
+def _tags(cell) -> set:
+    return set(cell.get("metadata", {}).get("tags", []))
+
+
+def _output_texts(output) -> list:
+    """The text an output shows (images and widget models are not text and are skipped)."""
+    if output.get("output_type") == "stream":
+        return [output.get("text", "")]
+    if output.get("output_type") == "error":
+        return [output.get("ename", ""), output.get("evalue", ""), *output.get("traceback", [])]
+    texts = []
+    for mime, value in output.get("data", {}).items():
+        if not mime.startswith(BINARY_MIME):
+            texts.append(value if isinstance(value, str) else json.dumps(value))
+    return texts
+
+
+def _problems(nb, metadata: bool = True) -> list:
+    """Error outputs and absolute machine paths in the outputs (and the notebook metadata) of ``nb``.
+
+    The metadata of a notebook that papermill wrote names its input and output paths: not checked.
+    """
+    problems = []
+    match = ABSOLUTE_PATH.search(json.dumps(nb.get("metadata", {}))) if metadata else None
+    if match:
+        problems.append(f"notebook metadata shows the machine path {match.group(0)!r} (committed from papermill?)")
+    for index, cell in enumerate(nb.cells):
+        if cell.cell_type != "code":
+            continue
+        where = f"cell {index} (In [{cell.get('execution_count')}])"
+        for output in cell.get("outputs", []):
+            if output.get("output_type") == "error":
+                problems.append(f"{where}: error output {output.get('ename')}: {output.get('evalue')}")
+            for text in _output_texts(output):
+                match = ABSOLUTE_PATH.search(text)
+                if match:
+                    line = next(l for l in text.splitlines() if match.group(0) in l)  # noqa: E741
+                    problems.append(f"{where}: output shows the machine path {match.group(0)!r}: {line.strip()[:200]!r}")
+    return problems
+
+
+def _assigned_names(source: str) -> set:
+    names = set()
+    for node in ast.walk(ast.parse(source)):
+        targets = node.targets if isinstance(node, ast.Assign) else [node.target] if isinstance(node, ast.AnnAssign) else []
+        names.update(t.id for t in targets if isinstance(t, ast.Name))
+    return names
+
+
+def _files(folder: Path) -> set:
+    return {p.relative_to(folder) for p in folder.rglob("*") if ".ipynb_checkpoints" not in p.parts}
+
+
+@pytest.fixture
+def kernel_env(tmp_path, monkeypatch) -> Path:
+    """Environment of the kernels papermill starts: a fresh data folder, no Agg backend, no MMKD_FAST."""
+    data_dir = tmp_path / "mmkd-data"
+    data_dir.mkdir()
+    monkeypatch.setenv("MMKD_DATA_DIR", str(data_dir))
+    monkeypatch.delenv("MPLBACKEND", raising=False)
+    monkeypatch.delenv("MMKD_FAST", raising=False)  # the papermill tests choose the fast path by parameter
+    return data_dir
+
+
+def _run_papermill(notebook: Path, out_dir: Path, parameters: dict) -> float:
+    import papermill
+
+    before = _files(NOTEBOOK_DIR)
+    out = out_dir / notebook.name
+    start = time.perf_counter()
+    failure = None
+    try:
+        papermill.execute_notebook(str(notebook), str(out), parameters=parameters, kernel_name=KERNEL,
+                                   cwd=str(NOTEBOOK_DIR), execution_timeout=CELL_TIMEOUT, progress_bar=False,
+                                   request_save_on_cell_execute=False)
+    except papermill.PapermillExecutionError as error:
+        trace = ANSI.sub("", "\n".join(error.traceback))
+        failure = (f"{notebook.name} with {parameters}: cell In [{error.exec_count}] raised {error.ename}: "
+                   f"{error.evalue}\n--- cell source ---\n{error.source}\n--- traceback ---\n{trace}")
+    if failure:
+        pytest.fail(failure, pytrace=False)
+    elapsed = time.perf_counter() - start
+    nb = _read(out)
+    problems = _problems(nb, metadata=False)
+    assert not problems, f"{notebook.name} with {parameters}:\n" + "\n".join(problems)
+    assert any("injected-parameters" in _tags(c) for c in nb.cells), "papermill injected no parameters"
+    left = sorted(str(p) for p in _files(NOTEBOOK_DIR) - before)
+    assert not left, f"{notebook.name} wrote into notebooks/ {left}: write under MMKD_DATA_DIR or a temporary folder"
+    assert elapsed < FAST_BUDGET, f"{notebook.name} took {elapsed:.0f} s on its fast path (budget {FAST_BUDGET} s)"
+    return elapsed
+
+
+# --- static checks: the committed notebooks ------------------------------------------------------------
+
+@notebook_params
+def test_notebook_has_one_parameters_cell_with_fast_and_data_dir(notebook):
+    nb = _read(notebook)
+    cells = [c for c in nb.cells if "parameters" in _tags(c)]
+    assert len(cells) == 1, f"{notebook.name}: {len(cells)} cells tagged 'parameters', expected exactly 1"
+    (cell,) = cells
+    assert cell.cell_type == "code"
+    names = _assigned_names(cell.source)
+    assert {"FAST", "DATA_DIR"} <= names, f"{notebook.name}: the parameters cell assigns {sorted(names)}, needs FAST and DATA_DIR"
+    assert "MMKD_FAST" in cell.source, f"{notebook.name}: FAST's default must read $MMKD_FAST (nbval and the browser test set it)"
+
+
+@notebook_params
+def test_notebook_is_committed_from_a_clean_top_to_bottom_run(notebook):
+    nb = _read(notebook)
+    counts = [c.get("execution_count") for c in nb.cells if c.cell_type == "code" and c.source.strip()]
+    assert counts == list(range(1, len(counts) + 1)), (
+        f"{notebook.name}: execution counts {counts}; commit it after Restart Kernel and Run All Cells")
+
+
+@notebook_params
+def test_committed_outputs_show_no_error_and_no_machine_path(notebook):
+    problems = _problems(_read(notebook))
+    assert not problems, f"{notebook.name}:\n" + "\n".join(problems)
+
+
+@notebook_params
+def test_checked_cells_show_no_widget(notebook):
+    for index, cell in enumerate(_read(notebook).cells):
+        if "nbval-check-output" in _tags(cell):
+            mimes = {m for o in cell.get("outputs", []) for m in o.get("data", {})}
+            assert not any(m.startswith("application/vnd.jupyter.widget") for m in mimes), (
+                f"{notebook.name} cell {index}: a widget's output cannot be compared; tag it nbval-ignore-output")
+
+
+# --- execution -------------------------------------------------------------------------------------------
+
+@notebook_params
+def test_notebook_runs_fast_on_phantom_data(notebook, tmp_path, kernel_env):
+    elapsed = _run_papermill(notebook, tmp_path, {"FAST": True})
+    print(f"{notebook.name}: {elapsed:.1f} s")
+
+
+@notebook_params
+def test_notebook_runs_fast_on_real_brats(notebook, tmp_path, kernel_env):
+    if not REAL_BRATS.is_dir() or not any(REAL_BRATS.iterdir()):
+        pytest.skip(f"real BraTS sample not available at {REAL_BRATS} (see ../shared/data/README.md)")
+    elapsed = _run_papermill(notebook, tmp_path, {"FAST": True, "DATA_DIR": str(REAL_BRATS)})
+    print(f"{notebook.name} on real BraTS: {elapsed:.1f} s")
+
+
+@pytest.mark.timeout(CELL_TIMEOUT * max(2, len(NOTEBOOKS)) + 60)
+def test_nbval_checked_outputs_match_the_committed_ones(tmp_path):
+    if not NOTEBOOKS:
+        pytest.skip("no numbered notebooks (notebooks/NN_*.ipynb) yet")
+    pytest.importorskip("nbval")
+    env = {k: v for k, v in os.environ.items() if k not in ("MPLBACKEND", "PYTEST_ADDOPTS")}
+    env.update(MMKD_FAST="1", MMKD_DATA_DIR=str(tmp_path / "mmkd-data"))
+    command = [sys.executable, "-m", "pytest", "--nbval-lax", "--nbval-current-env", "-p", "no:cacheprovider",
+               "--nbval-cell-timeout", str(CELL_TIMEOUT), "--nbval-sanitize-with", str(SANITIZE),
+               "-q", "-rfE", *(str(p.relative_to(ROOT)) for p in NOTEBOOKS)]
+    before = _files(NOTEBOOK_DIR)
+    result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True,
+                            timeout=CELL_TIMEOUT * max(2, len(NOTEBOOKS)))
+    output = ANSI.sub("", result.stdout + result.stderr)
+    assert result.returncode == 0, f"nbval failed ({' '.join(command[2:])}), exit {result.returncode}:\n{output[-20000:]}"
+    assert re.search(r"\b\d+ passed\b", output), output[-5000:]
+    left = sorted(str(p) for p in _files(NOTEBOOK_DIR) - before)
+    assert not left, f"the notebooks wrote into notebooks/ {left}: write under MMKD_DATA_DIR or a temporary folder"
+
+
+def test_absolute_path_pattern():
+    """The check above can fail: it finds machine paths, and not look-alikes."""
+    for text in ("saved to /tmp/x.png", "/home/ann/data", "'/root/.cache/mmkd'", "at /work/main", "C:\\Users\\ann",
+                 "/Users/ann/data", "cwd=/tmp"):
+        assert ABSOLUTE_PATH.search(text), text
+    for text in ("network/workers", "a/tmp/b", "/temporary", "runs/baseline/home", "1/home", "~/work"):
+        assert not ABSOLUTE_PATH.search(text), text
