@@ -19,8 +19,34 @@ from pathlib import Path
 PRETRAINED_DIR = Path(__file__).parent / "pretrained"
 MANIFEST = PRETRAINED_DIR / "manifest.json"
 
-RUNS = {"baseline": {"method": "baseline", "options": {}}}
-"""Name -> method and options of every shipped checkpoint; all use the default course configuration."""
+RUNS = {
+    "baseline": {"method": "baseline", "options": {}},
+    "lckd": {"method": "lckd", "options": {}},  # LCKD-m: alpha 0.1, L1, teach students (the paper)
+    "lckd_s": {"method": "lckd", "options": {"phi": "most_frequent"}},  # LCKD-s, Table 2
+    # MetaKD: 2 validation patches per meta step (batch 1 takes a slow CPU path) and 10 steps per phase.
+    "metakd": {"method": "metakd", "options": {"meta_batch_size": 2, "meta_steps": 10}},  # alternating (code)
+    "metakd_bilevel": {"method": "metakd", "options": {"meta": "bilevel", "meta_every": 20,  # look-ahead (paper)
+                                                        "meta_batch_size": 2}},
+    # Ablations (LCKD Fig. 3) at a third of the step budget, compared only among themselves.
+    "ablation_alpha0": {"method": "lckd", "options": {"alpha": 0.0}, "step_fraction": 1 / 3},
+    "ablation_alpha0.1": {"method": "lckd", "options": {"alpha": 0.1}, "step_fraction": 1 / 3},
+    "ablation_alpha0.5": {"method": "lckd", "options": {"alpha": 0.5}, "step_fraction": 1 / 3},
+    "ablation_alpha1": {"method": "lckd", "options": {"alpha": 1.0}, "step_fraction": 1 / 3},
+    "ablation_alpha0.1_l2": {"method": "lckd", "options": {"alpha": 0.1, "p": 2}, "step_fraction": 1 / 3},
+}
+"""Name -> method, options (and a fraction of the course's step budget where it is not all of it) of every
+shipped checkpoint. All use the course configuration otherwise, so their tables compare like with like."""
+
+
+def run_config(name: str, config=None):
+    """The course configuration of the run ``name``: the course's, with the run's share of the step budget."""
+    from dataclasses import replace
+
+    from .course import CourseConfig
+
+    config = config or CourseConfig()
+    fraction = RUNS[name].get("step_fraction", 1)
+    return replace(config, train=replace(config.train, steps=max(1, round(config.train.steps * fraction))))
 
 
 def sha256(path) -> str:
@@ -75,17 +101,22 @@ def build(name: str, config=None, device: str = "auto", progress: bool = True) -
     """Train the run ``name`` of :data:`RUNS` with the course configuration and ship its weights."""
     import torch
 
-    from .course import CourseConfig, ensure_phantom, load_data
+    from .course import ensure_phantom, load_data
     from .fileio import atomic_path, atomic_write_text
     from .phantom import PHANTOM_VERSION
 
     run = RUNS[name]
-    config = config or CourseConfig()
+    config = run_config(name, config)
     data = load_data(ensure_phantom(config), config, progress=progress)
     started = time.perf_counter()
     model, trainer = train_run(name, config, data, device, progress)
     wall = time.perf_counter() - started
     model = model.cpu().eval()
+    history = trainer.history_frame()
+    hook_rows = history.drop(columns=[c for c in ("loss", "seg", "kd", "lr", "seconds") if c in history]).notna()
+    keep = (history["step"] % 10 == 0) | hook_rows.drop(columns="step").any(axis=1)
+    with atomic_path(PRETRAINED_DIR / f"{name}_history.csv") as tmp:
+        history[keep].to_csv(tmp, index=False, float_format="%.5g")
     buffer = io.BytesIO()
     torch.save(model.state_dict(), buffer)
     path = PRETRAINED_DIR / f"{name}.pt"
@@ -103,8 +134,15 @@ def build(name: str, config=None, device: str = "auto", progress: bool = True) -
     return entry
 
 
-def build_all(device: str = "auto") -> None:
-    for name in RUNS:
+def load_history(name: str):
+    """The training history of a shipped checkpoint (every 10th step, and every step a hook logged)."""
+    import pandas as pd
+
+    return pd.read_csv(PRETRAINED_DIR / f"{name}_history.csv")
+
+
+def build_all(device: str = "auto", names=None) -> None:
+    for name in names or RUNS:
         entry = build(name, device=device)
         print(f"{name}: {entry['steps']} steps in {entry['wall_time_s']} s on {entry['device']}, "
               f"val Dice {entry['val_dice']}, {(PRETRAINED_DIR / entry['file']).stat().st_size / 2**20:.2f} MiB")
@@ -132,16 +170,19 @@ def train_run(name: str, config, data: dict, device: str = "auto", progress: boo
 def pretrained_or_train(name: str, config, data: dict, device: str = "auto", progress: bool = True):
     """Load the shipped checkpoint ``name`` if it was trained with exactly ``config`` on this data, else train.
 
-    Returns ``(model, info)``; ``info["source"]`` says which happened, ``info["history"]`` holds the
-    training history when the model was trained here (None when loaded).
+    Returns ``(model, info)``; ``info["source"]`` says which happened; ``info["history"]`` is the training
+    history (for a shipped checkpoint, the thinned one shipped beside it); ``info["entry"]`` its manifest
+    entry (None when trained here). ``config`` is the course's: a run with its own step budget (the
+    ablations of :data:`RUNS`) applies it itself.
     """
     from .training import resolve_device
 
+    config = run_config(name, config)
     entry = manifest().get(name)
     same_config = entry and entry["config"] == json.loads(json.dumps(config.to_dict()))
     if same_config and entry["data"]["split"] == data["split"] and (PRETRAINED_DIR / entry["file"]).exists():
         model, entry = load_pretrained(name, device=resolve_device(device))
-        return model, {"source": "shipped checkpoint", "entry": entry, "history": None}
+        return model, {"source": "shipped checkpoint", "entry": entry, "history": load_history(name)}
     model, trainer = train_run(name, config, data, device, progress)
     return model, {"source": f"trained now ({config.train.steps} steps)", "entry": None,
                    "history": trainer.history_frame()}

@@ -69,6 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("download", help="download and verify real data sets (see data_download/README.md)",
                    add_help=False).add_argument("args", nargs=argparse.REMAINDER)
     p = sub.add_parser("checkpoints", help="retrain every shipped checkpoint and rewrite its manifest entry")
+    p.add_argument("names", nargs="*", help="only these runs (default: all)")
     p.add_argument("--device", default="auto")
     p = sub.add_parser("bench", help="measure phantom generation, training step time and memory")
     p.add_argument("--repeats", type=int, default=5)
@@ -197,7 +198,7 @@ def cmd_evaluate(args) -> int:
 def cmd_checkpoints(args) -> int:
     from .checkpoints import build_all
 
-    build_all(device=args.device)
+    build_all(device=args.device, names=args.names)
 
 
 def cmd_bench(args) -> int:

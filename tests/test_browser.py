@@ -26,11 +26,12 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-NOTEBOOK = "_scratch_viewer.ipynb"
+NOTEBOOK = "01_data_loading.ipynb"
 """The notebook whose first slice viewer is exercised (it must call ``mmkd_helpers.viewer.slice_viewer``)."""
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--disable-quic", "--no-first-run"]
+                 "--disable-component-update", "--disable-sync", "--disable-quic", "--no-first-run",
+                 "--disable-dev-shm-usage"]
 OVERRIDES = Path(__file__).with_name("jupyter_overrides.json")
 SERVER_START = 90  # seconds
 RUN_ALL = 240_000  # ms for the notebook to run up to its slider (it runs in well under a minute)
@@ -115,12 +116,12 @@ def lab(tmp_path_factory):
     root = tmp / "notebooks"
     shutil.copytree(ROOT / "notebooks", root, ignore=shutil.ignore_patterns(".ipynb_checkpoints"))
     _write_user_settings(tmp / "settings")
-    for name in ("data", "workspaces", "runtime", "config"):
+    for name in ("data", "workspaces", "runtime", "config", "jupyter-data"):
         (tmp / name).mkdir()
     env = {k: v for k, v in os.environ.items() if k not in ("MPLBACKEND", "JUPYTER_TOKEN")}
     env.update(MMKD_FAST="1", MMKD_DATA_DIR=str(tmp / "data"), JUPYTERLAB_SETTINGS_DIR=str(tmp / "settings"),
                JUPYTERLAB_WORKSPACES_DIR=str(tmp / "workspaces"), JUPYTER_RUNTIME_DIR=str(tmp / "runtime"),
-               JUPYTER_CONFIG_DIR=str(tmp / "config"))
+               JUPYTER_CONFIG_DIR=str(tmp / "config"), JUPYTER_DATA_DIR=str(tmp / "jupyter-data"))
     port, token = _free_port(), secrets.token_hex(16)
     base_url = f"http://127.0.0.1:{port}"
     log = open(tmp / "jupyterlab.log", "w")
@@ -219,7 +220,10 @@ def test_slider_moves_the_slice_in_a_real_browser(lab, page, tmp_path):
         page.locator(".lm-Menu-item").filter(has_text="Run All Cells").first.click()
 
         viewer = _viewer(page)
-        viewer.wait_for(timeout=RUN_ALL)
+        error = page.locator(".jp-OutputArea-output").filter(has_text="Traceback (most recent call last)").first
+        viewer.or_(error).first.wait_for(timeout=RUN_ALL)
+        if not viewer.is_visible():
+            raise AssertionError(f"{NOTEBOOK} raised before its slice viewer showed:\n{error.inner_text()[-3000:]}")
         handle = viewer.locator(".widget-slider [role=slider]").first
         caption = viewer.locator(".widget-html-content").filter(has_text=re.compile(r"^slice ")).first
         image = viewer.locator(".widget-output img").first

@@ -102,12 +102,15 @@ def _files(folder: Path) -> set:
 
 @pytest.fixture
 def kernel_env(tmp_path, monkeypatch) -> Path:
-    """Environment of the kernels papermill starts: a fresh data folder, no Agg backend, no MMKD_FAST."""
+    """Environment of the kernels papermill starts: a fresh data folder, no Agg backend, no MMKD_FAST,
+    no user-level kernelspec."""
     data_dir = tmp_path / "mmkd-data"
     data_dir.mkdir()
     monkeypatch.setenv("MMKD_DATA_DIR", str(data_dir))
     monkeypatch.delenv("MPLBACKEND", raising=False)
     monkeypatch.delenv("MMKD_FAST", raising=False)  # the papermill tests choose the fast path by parameter
+    # no user-level kernelspecs (~/.local/share/jupyter/kernels): "python3" is this environment's Python
+    monkeypatch.setenv("JUPYTER_DATA_DIR", str(tmp_path / "jupyter-data"))
     return data_dir
 
 

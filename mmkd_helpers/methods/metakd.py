@@ -30,6 +30,10 @@ normalised IWV (Eq. 4, outer problem). Two ways of learning w are offered:
                                          dℓ_meta/dw through both the scaling and θ'(w)
                                          one Adam step on w; the real network is not updated
 
+    θ is every network parameter (the paper's encoder θ and decoder ζ). One Adam step per hook gives w
+    1/20 of the alternating scheme's updates at the same ``meta_every``; ``meta_every=1`` is the usual
+    per-step bi-level schedule.
+
 Inference never uses w (as in the code): the IWV shapes the model only through the distillation weights.
 """
 
@@ -109,7 +113,7 @@ class MetaKD(Method):
         self.options = {"alpha": alpha, "p": p, "normalisation": normalisation, "meta": meta,
                         "meta_every": meta_every, "meta_steps": meta_steps, "meta_lr": meta_lr,
                         "meta_weight_decay": meta_weight_decay, "init": init, "seed": seed,
-                        "meta_batch_size": meta_batch_size, "meta_roi": list(meta_roi) if meta_roi is not None else None}
+                        "meta_batch_size": meta_batch_size, "meta_roi": self.meta_roi and list(self.meta_roi)}
         self.raw = torch.nn.Parameter(initial_iwv(init, seed))
         self.meta_optimizer = torch.optim.Adam([self.raw], lr=meta_lr, weight_decay=meta_weight_decay)
         self.meta_index = 0  # next item of the meta (validation) patch stream
@@ -143,6 +147,14 @@ class MetaKD(Method):
         # Reloading casts any Adam state already there (a state loaded before setup) to the new device.
         self.meta_optimizer.load_state_dict(self.meta_optimizer.state_dict())
 
+    def start(self, trainer) -> dict:
+        """Logs the initial IWV as step 0 of the history, where the curves of Fig. 5a start.
+
+        The code also runs a meta phase at its iteration 0 (after the first training step); here the
+        first one comes after ``meta_every`` steps, one phase of hundreds.
+        """
+        return {key: value for key, value in self.log_entry(0).items() if key != "step"}
+
     def loss_terms(self, model, batch: dict, output) -> dict:
         """α · the weighted KD of Eq. 4/5 on the bottleneck before filling; w is a constant for the network
         in both schemes (the code detaches the ratio, methods_spec §2.2)."""
@@ -154,14 +166,15 @@ class MetaKD(Method):
         return [Hook(every=self.meta_every, fn=self.meta_hook, name=f"metakd-{self.meta}")]
 
     def meta_hook(self, trainer, step: int) -> dict:
-        """One meta phase (alternating) or look-ahead step (bilevel); logs the normalised IWV."""
+        """One meta phase (alternating) or look-ahead step (bilevel); logs the normalised IWV and the meta
+        loss (Fig. 5a, c), and the hook's time, which the engine's ``seconds`` column leaves out."""
         started = time.perf_counter()
         update = self.alternating_phase if self.meta == "alternating" else self.bilevel_step
         meta_loss = update(trainer)
         entry = {**self.log_entry(step), "meta_loss": meta_loss}
         self.log.append(entry)
-        return {key: value for key, value in entry.items() if key != "step"} | {
-            "meta_seconds": time.perf_counter() - started}
+        row = {key: value for key, value in entry.items() if key != "step"}
+        return {**row, "meta_seconds": time.perf_counter() - started}
 
     # -- the meta steps ---------------------------------------------------------------------------------
     def next_meta_batch(self, device) -> dict:

@@ -1,0 +1,41 @@
+"""Results as the papers published them -- never ours. Shown beside our measurements, always labelled.
+
+Each table is a CSV file beside this module (long format: combination, region, method, dice in %), and
+:data:`SOURCES` says where it comes from. The combinations use the package's names (e.g. "FLAIR+T1ce").
+"""
+
+from pathlib import Path
+
+HERE = Path(__file__).parent
+
+SOURCES = {
+    "lckd_table1": "LCKD paper (Wang et al., 'Learnable Cross-modal Knowledge Distillation for Multi-modal "
+                   "Learning with Missing Modality', MICCAI 2023, arXiv 2310.01035), Table 1: BraTS 2018, "
+                   "Dice (%), 66 official validation cases scored online",
+    "lckd_table2": "LCKD paper (Wang et al., MICCAI 2023), Table 2: LCKD-s (single teacher) vs LCKD-m "
+                   "(multi-teacher), BraTS 2018, Dice (%)",
+}
+
+
+def paper_results(name: str):
+    """The long DataFrame of a published table, with its source in ``.attrs["source"]``."""
+    import pandas as pd
+
+    if name not in SOURCES:
+        raise KeyError(f"no published table {name!r}; available: {', '.join(SOURCES)}")
+    table = pd.read_csv(HERE / f"{name}.csv")
+    table.attrs["source"] = SOURCES[name]
+    return table
+
+
+def paper_dice_table(name: str, methods=None, label: str = "paper: "):
+    """A published table in the shape of :func:`mmkd_helpers.evaluation.dice_table` (values already in %),
+    method names prefixed with ``label`` so that they can never be mistaken for ours."""
+    from ..evaluation import dice_table
+
+    table = paper_results(name)
+    methods = methods or list(dict.fromkeys(table["method"]))
+    results = {f"{label}{m}": table[table.method == m].assign(dice=lambda d: d.dice / 100) for m in methods}
+    out = dice_table(results)
+    out.attrs["source"] = SOURCES[name]
+    return out
