@@ -33,6 +33,15 @@ RUNS = {
     "ablation_alpha0.5": {"method": "lckd", "options": {"alpha": 0.5}, "step_fraction": 1 / 3},
     "ablation_alpha1": {"method": "lckd", "options": {"alpha": 1.0}, "step_fraction": 1 / 3},
     "ablation_alpha0.1_l2": {"method": "lckd", "options": {"alpha": 0.1, "p": 2}, "step_fraction": 1 / 3},
+    # The same for MetaKD (alpha 0 is the same run as LCKD's: no distillation term at all).
+    "ablation_metakd_alpha0.1": {"method": "metakd", "options": {"alpha": 0.1, "meta_batch_size": 2, "meta_steps": 10},
+                                 "step_fraction": 1 / 3},
+    "ablation_metakd_alpha0.5": {"method": "metakd", "options": {"alpha": 0.5, "meta_batch_size": 2, "meta_steps": 10},
+                                 "step_fraction": 1 / 3},
+    "ablation_metakd_alpha1": {"method": "metakd", "options": {"alpha": 1.0, "meta_batch_size": 2, "meta_steps": 10},
+                               "step_fraction": 1 / 3},
+    "ablation_metakd_alpha0.1_l2": {"method": "metakd", "options": {"alpha": 0.1, "p": 2, "meta_batch_size": 2,
+                                                                    "meta_steps": 10}, "step_fraction": 1 / 3},
 }
 """Name -> method, options (and a fraction of the course's step budget where it is not all of it) of every
 shipped checkpoint. All use the course configuration otherwise, so their tables compare like with like."""

@@ -29,7 +29,7 @@ class CourseConfig:
     split_seed: int = 0
     # model and training
     model: ModelConfig = field(default_factory=ModelConfig)
-    train: TrainConfig = field(default_factory=lambda: TrainConfig(steps=3000, batch_size=2, lr=3e-3))
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(steps=2000, batch_size=2, lr=3e-3))
     roi_size: tuple = (32, 32, 32)
     fg_prob: float = 0.5
     drop_policy: str = "uniform15"

@@ -151,7 +151,7 @@ class Trainer:
 
         if resume:
             self.load_checkpoint(self.checkpoint_path)
-        else:
+        elif self.step == 0:  # a new run; a paused one (fit(stop_at=...)) simply continues
             torch.manual_seed(self.config.seed)
             started = self.method.start(self)
             if started:
