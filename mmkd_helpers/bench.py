@@ -60,3 +60,43 @@ def run_benchmarks(repeats: int = 5) -> None:
         result = bench_train_step(repeats, roi=roi)
         print(f"train step, teaching model ({result['parameters'] / 1e6:.2f} M params), crop {roi}^3, batch 2: "
               f"{result['seconds']:.3f} s (median of {repeats}); peak RSS so far {peak_rss_mib():.0f} MiB")
+
+
+def _method_cost(method: str, options: dict, steps: int) -> dict:
+    """Train ``steps`` steps of the teaching model with a method on a few phantoms; time and peak memory."""
+    import tempfile
+    from dataclasses import replace
+
+    import torch
+
+    from .course import CourseConfig, ensure_phantom, load_data, make_dataset, split_volumes
+    from .methods import build_method
+    from .models import build_model
+    from .training import Trainer
+
+    config = CourseConfig(phantom_cases=8)
+    config = replace(config, train=replace(config.train, steps=steps))
+    with tempfile.TemporaryDirectory() as root:
+        data = load_data(ensure_phantom(config, root), config, cache_dir=root, progress=False)
+        torch.manual_seed(0)
+        trainer = Trainer(build_model(config.model), make_dataset(data["volumes"], data["split"]["train"], config),
+                          config.train, build_method(method, **options), device="cpu", progress=False,
+                          val_volumes=split_volumes(data, "val"), extra={"course": config.to_dict()})
+        started = time.perf_counter()
+        history = trainer.fit()
+        wall = time.perf_counter() - started
+    return {"method": method, "options": options, "steps": steps, "seconds_per_step": wall / steps,
+            "median_step_seconds": float(history["seconds"].median()), "peak_rss_mib": peak_rss_mib()}
+
+
+def method_cost(method: str, options: dict | None = None, steps: int = 40) -> dict:
+    """Wall time per step (hooks included) and peak resident memory of a method, measured in a fresh
+    process so that one measurement's memory does not leak into the next."""
+    import json
+    import subprocess
+    import sys
+
+    code = (f"import json; from mmkd_helpers.bench import _method_cost; "
+            f"print(json.dumps(_method_cost({method!r}, {options or {}!r}, {steps})))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])

@@ -49,6 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--spacing", type=float, default=None, help="resample real data to this many mm (2 or 3)")
     p.add_argument("--base-channels", type=int, default=None, help="backbone width (8 = teaching size)")
     p.add_argument("--drop-policy", default=None, help="uniform15 | keep1to3 | keep1to4 | none")
+    p.add_argument("--val-fraction", type=float, default=None, help="share of the training cases held out (0.2)")
+    p.add_argument("--test-fraction", type=float, default=None, help="share of all cases held out for testing (0.2)")
     p.add_argument("--lr", type=float, default=None)
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--checkpoint-every", type=int, default=None)
@@ -115,7 +117,8 @@ def _course_config(args):
     changes = {"train": replace(config.train, **train)}
     if args.base_channels is not None:
         changes["model"] = replace(config.model, base_channels=args.base_channels)
-    for key, value in {"roi_size": args.roi, "spacing": args.spacing, "drop_policy": args.drop_policy}.items():
+    for key, value in {"roi_size": args.roi, "spacing": args.spacing, "drop_policy": args.drop_policy,
+                       "val_fraction": args.val_fraction, "test_fraction": args.test_fraction}.items():
         if value is not None:
             changes[key] = value
     return replace(config, **changes)

@@ -67,7 +67,10 @@ def course_config(fast: bool = False, real_data: bool = False, **changes) -> Cou
     """The course configuration a notebook or the CLI starts from: tiny when ``fast``, resampled when real."""
     config = CourseConfig.fast() if fast else CourseConfig()
     if real_data:
-        changes.setdefault("spacing", REAL_DATA_SPACING)
+        # FAST on real data: 4 mm volumes (about 40^3) that one evaluation window covers.
+        changes.setdefault("spacing", 4.0 if fast else REAL_DATA_SPACING)
+        if fast:
+            changes.setdefault("eval_roi_size", (48, 48, 48))
     return replace(config, **changes)
 
 

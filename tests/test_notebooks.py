@@ -187,10 +187,17 @@ def test_notebook_runs_fast_on_phantom_data(notebook, tmp_path, kernel_env):
     print(f"{notebook.name}: {elapsed:.1f} s")
 
 
+@pytest.fixture(scope="session")
+def real_data_cache(tmp_path_factory) -> Path:
+    """One data folder for every notebook's real-data run: the preprocessed cases are cached once."""
+    return tmp_path_factory.mktemp("mmkd-real-data")
+
+
 @notebook_params
-def test_notebook_runs_fast_on_real_brats(notebook, tmp_path, kernel_env):
+def test_notebook_runs_fast_on_real_brats(notebook, tmp_path, kernel_env, real_data_cache, monkeypatch):
     if not REAL_BRATS.is_dir() or not any(REAL_BRATS.iterdir()):
         pytest.skip(f"real BraTS sample not available at {REAL_BRATS} (see ../shared/data/README.md)")
+    monkeypatch.setenv("MMKD_DATA_DIR", str(real_data_cache))
     elapsed = _run_papermill(notebook, tmp_path, {"FAST": True, "DATA_DIR": str(REAL_BRATS)})
     print(f"{notebook.name} on real BraTS: {elapsed:.1f} s")
 

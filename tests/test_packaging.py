@@ -40,7 +40,7 @@ def _block(text: str, marker: str) -> list:
 def test_ci_runs_the_readme_commands():
     readme = (ROOT / "README.md").read_text()
     ci = (ROOT / ".ci" / "run").read_text()
-    for marker in ("README install", "README test"):
+    for marker in ("README browser", "README install", "README test"):
         for command in _block(ci, marker):
             assert command in readme, f".ci/run runs {command!r}, which the README does not show"
 

@@ -1,0 +1,60 @@
+"""The shipped checkpoints: intact, loadable with weights_only, and as good as their manifest says."""
+
+import json
+
+import pytest
+import torch
+
+from mmkd_helpers.checkpoints import MANIFEST, PRETRAINED_DIR, RUNS, load_pretrained, manifest, run_config, sha256, \
+    validation_dice
+from mmkd_helpers.course import CourseConfig, ensure_phantom, load_data
+
+ENTRIES = manifest()
+names = pytest.mark.parametrize("name", sorted(ENTRIES), ids=sorted(ENTRIES))
+
+
+def test_every_run_is_shipped_and_small():
+    assert MANIFEST.exists(), "no manifest: run `mmkd checkpoints`"
+    assert set(ENTRIES) == set(RUNS), f"manifest and RUNS differ: {set(ENTRIES) ^ set(RUNS)}"
+    for name, entry in ENTRIES.items():
+        assert (PRETRAINED_DIR / entry["file"]).stat().st_size < 5 * 2**20, name
+
+
+@names
+def test_checkpoint_file_matches_its_manifest(name):
+    entry = ENTRIES[name]
+    assert sha256(PRETRAINED_DIR / entry["file"]) == entry["sha256"]
+    state = torch.load(PRETRAINED_DIR / entry["file"], weights_only=True)
+    assert all(torch.is_tensor(v) for v in state.values())
+    assert entry["config"] == json.loads(json.dumps(run_config(name).to_dict())), "trained with another configuration"
+    for key in ("method", "options", "data", "steps", "device", "wall_time_s", "commit", "val_dice"):
+        assert key in entry, f"{name}: manifest entry lacks {key}"
+    assert entry["method"] == RUNS[name]["method"] and entry["options"] == RUNS[name]["options"]
+
+
+def test_a_damaged_checkpoint_is_refused(tmp_path, monkeypatch):
+    import mmkd_helpers.checkpoints as checkpoints
+
+    name = sorted(ENTRIES)[0]
+    damaged = tmp_path / ENTRIES[name]["file"]
+    damaged.write_bytes((PRETRAINED_DIR / ENTRIES[name]["file"]).read_bytes()[:-10] + b"0123456789")
+    monkeypatch.setattr(checkpoints, "PRETRAINED_DIR", tmp_path)
+    with pytest.raises(ValueError, match="sha256"):
+        load_pretrained(name)
+
+
+@pytest.fixture(scope="module")
+def course_data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("course-data")
+    config = CourseConfig()
+    return load_data(ensure_phantom(config, root), config, cache_dir=root / "cache", progress=False)
+
+
+@names
+def test_checkpoint_reproduces_its_validation_dice(name, course_data):
+    entry = ENTRIES[name]
+    assert entry["data"]["split"] == course_data["split"], "the phantom data or split changed since training"
+    model, _ = load_pretrained(name)
+    measured = validation_dice(model, course_data, CourseConfig.from_dict(entry["config"]))
+    for region, value in entry["val_dice"].items():
+        assert measured[region] == pytest.approx(value, abs=0.01), (name, region, measured, entry["val_dice"])
