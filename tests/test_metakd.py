@@ -13,6 +13,7 @@ from mmkd_helpers.methods import build_method
 from mmkd_helpers.methods.metakd import MetaKD, feature_generation_quality, initial_iwv
 from mmkd_helpers.models import ModelConfig, build_model
 from mmkd_helpers.training import TrainConfig, Trainer
+from test_training import toy_volumes
 
 SMALL = ModelConfig(base_channels=4, depth=3)
 ROI = (16, 16, 16)
@@ -122,21 +123,6 @@ def test_the_kd_term_treats_w_as_a_constant():
 
 
 # -- the method in the engine ---------------------------------------------------------------------------
-def toy_volumes(n=3, seed=0, size=24):
-    """Cubes whose intensity shows the regions (as tests/test_training.py)."""
-    rng = np.random.default_rng(seed)
-    volumes = []
-    for _ in range(n):
-        label = np.zeros((size,) * 3, np.uint8)
-        a = rng.integers(2, size // 2)
-        label[a:a + 8, a:a + 8, a:a + 8] = 2
-        label[a + 2:a + 6, a + 2:a + 6, a + 2:a + 6] = 1
-        label[a + 3:a + 5, a + 3:a + 5, a + 3:a + 5] = 4
-        images = rng.normal(0, 0.3, (4, size, size, size)).astype(np.float32) + (label[None] > 0) * 2.0
-        volumes.append((images, label))
-    return volumes
-
-
 def make_trainer(tmp_path, meta="alternating", steps=4, seed=0, **options):
     torch.manual_seed(seed)
     dataset = PatchDataset(toy_volumes(3, seed=0), ROI, seed=0)
