@@ -16,6 +16,8 @@ import subprocess
 import time
 from pathlib import Path
 
+from .constants import MODALITIES
+
 PRETRAINED_DIR = Path(__file__).parent / "pretrained"
 MANIFEST = PRETRAINED_DIR / "manifest.json"
 
@@ -43,19 +45,54 @@ RUNS = {
     "ablation_metakd_alpha0.1_l2": {"method": "metakd", "options": {"alpha": 0.1, "p": 2, "meta_batch_size": 2,
                                                                     "meta_steps": 10}, "step_fraction": 1 / 3},
 }
-"""Name -> method, options (and a fraction of the course's step budget where it is not all of it) of every
-shipped checkpoint. All use the course configuration otherwise, so their tables compare like with like."""
+
+
+def _early_fusion(*modalities) -> dict:
+    """Course changes for ProtoKD's networks: early fusion of ``modalities``, 4-class head, no dropping."""
+    return {"model": {"fusion": "early", "head": "classes", "input_modalities": list(modalities)},
+            "drop_policy": "none"}
+
+
+# ProtoKD (its Table 1): a full-modality teacher; per modality a unimodal baseline, pixel KD only, ProtoKD.
+RUNS["protokd_teacher"] = {"method": "baseline", "options": {}, "changes": _early_fusion(*MODALITIES)}
+for _m in MODALITIES:
+    RUNS[f"unimodal_{_m}"] = {"method": "baseline", "options": {}, "changes": _early_fusion(_m)}
+    RUNS[f"pixelkd_{_m}"] = {"method": "protokd", "options": {"beta": 0.0}, "changes": _early_fusion(_m),
+                             "teacher": "protokd_teacher"}
+    RUNS[f"protokd_{_m}"] = {"method": "protokd", "options": {}, "changes": _early_fusion(_m),
+                             "teacher": "protokd_teacher"}
+# ProtoKD's Tables 2 and 3 on T1: prototype KD only; intra-class similarities only.
+RUNS["protokd_t1_proto_only"] = {"method": "protokd", "options": {"alpha": 0.0}, "changes": _early_fusion("t1"),
+                                 "teacher": "protokd_teacher"}
+RUNS["protokd_t1_intra"] = {"method": "protokd", "options": {"inter_class": False}, "changes": _early_fusion("t1"),
+                            "teacher": "protokd_teacher"}
+"""Name -> method, options, changes to the course configuration (ProtoKD's networks), teacher run, and a
+fraction of the course's step budget where it is not all of it, of every shipped checkpoint. All use the
+course configuration otherwise, so their tables compare like with like."""
 
 
 def run_config(name: str, config=None):
-    """The course configuration of the run ``name``: the course's, with the run's share of the step budget."""
+    """The course configuration of the run ``name``: the course's, with the run's share of the step budget
+    and its own network and data changes (ProtoKD's early-fusion networks see all four modalities)."""
     from dataclasses import replace
 
     from .course import CourseConfig
 
     config = config or CourseConfig()
-    fraction = RUNS[name].get("step_fraction", 1)
-    return replace(config, train=replace(config.train, steps=max(1, round(config.train.steps * fraction))))
+    run = RUNS[name]
+    changes = dict(run.get("changes", {}))
+    model = replace(config.model, **changes.pop("model", {}))
+    fraction = run.get("step_fraction", 1)
+    train = replace(config.train, steps=max(1, round(config.train.steps * fraction)))
+    return replace(config, model=model, train=train, **changes)
+
+
+def _same_config(entry: dict, config) -> bool:
+    """Whether a manifest entry was trained with ``config`` (fields added to the code since take their defaults)."""
+    from .course import CourseConfig
+
+    normalised = lambda c: json.loads(json.dumps(c.to_dict()))  # noqa: E731
+    return normalised(CourseConfig.from_dict(entry["config"])) == normalised(config)
 
 
 def sha256(path) -> str:
@@ -115,14 +152,15 @@ def build(name: str, config=None, device: str = "auto", progress: bool = True) -
     from .phantom import PHANTOM_VERSION
 
     run = RUNS[name]
-    config = run_config(name, config)
+    course = config
+    config = run_config(name, course)
     data = load_data(ensure_phantom(config), config, progress=progress)
     started = time.perf_counter()
-    model, trainer = train_run(name, config, data, device, progress)
+    model, trainer = train_run(name, course, data, device, progress)
     wall = time.perf_counter() - started
     model = model.cpu().eval()
     history = trainer.history_frame()
-    hook_rows = history.drop(columns=[c for c in ("loss", "seg", "kd", "lr", "seconds") if c in history]).notna()
+    hook_rows = history.drop(columns=[c for c in ("loss", "seg", "kd", "proto", "lr", "seconds") if c in history]).notna()
     keep = (history["step"] % 10 == 0) | hook_rows.drop(columns="step").any(axis=1)
     with atomic_path(PRETRAINED_DIR / f"{name}_history.csv") as tmp:
         history[keep].to_csv(tmp, index=False, float_format="%.5g")
@@ -131,7 +169,8 @@ def build(name: str, config=None, device: str = "auto", progress: bool = True) -
     path = PRETRAINED_DIR / f"{name}.pt"
     with atomic_path(path) as tmp:
         tmp.write_bytes(buffer.getvalue())
-    entry = {"file": path.name, "method": run["method"], "options": run["options"], "config": config.to_dict(),
+    entry = {"file": path.name, "method": run["method"], "options": run["options"], "teacher": run.get("teacher"),
+             "config": config.to_dict(),
              "data": {"source": "phantom", "phantom_version": PHANTOM_VERSION, "cases": config.phantom_cases,
                       "size": config.phantom_size, "seed": config.phantom_seed, "split": data["split"]},
              "steps": config.train.steps, "device": str(trainer.device), "torch": torch.__version__,
@@ -157,41 +196,53 @@ def build_all(device: str = "auto", names=None) -> None:
               f"val Dice {entry['val_dice']}, {(PRETRAINED_DIR / entry['file']).stat().st_size / 2**20:.2f} MiB")
 
 
-def train_run(name: str, config, data: dict, device: str = "auto", progress: bool = True):
-    """(model, trainer) after training the run ``name`` of :data:`RUNS` on ``data``'s training split."""
+def train_run(name: str, course, data: dict, device: str = "auto", progress: bool = True, teacher=None):
+    """(model, trainer) after training the run ``name`` of :data:`RUNS` on ``data``'s training split.
+
+    ``course`` is the course configuration (``None``: the default one); the run applies its own changes.
+    A run distilled from a teacher run (ProtoKD's students) takes ``teacher`` if given, else the teacher
+    run's shipped checkpoint, else trains the teacher first.
+    """
     import torch
 
-    from .course import make_dataset, split_volumes
+    from .course import CourseConfig, make_dataset, split_volumes
     from .methods import build_method
     from .models import build_model
     from .training import Trainer
 
     run = RUNS[name]
+    course = course or CourseConfig()
+    config = run_config(name, course)
+    options = dict(run["options"])
+    if "teacher" in run:
+        if teacher is None:
+            teacher, _ = pretrained_or_train(run["teacher"], course, data, device, progress)
+        options["teacher"] = teacher
     torch.manual_seed(config.train.seed)
     model = build_model(config.model)
     trainer = Trainer(model, make_dataset(data["volumes"], data["split"]["train"], config), config.train,
-                      build_method(run["method"], **run["options"]), device=device, progress=progress,
+                      build_method(run["method"], **options), device=device, progress=progress,
                       val_volumes=split_volumes(data, "val"), extra={"course": config.to_dict()})
     trainer.fit()
     return model.eval(), trainer
 
 
-def pretrained_or_train(name: str, config, data: dict, device: str = "auto", progress: bool = True):
+def pretrained_or_train(name: str, config, data: dict, device: str = "auto", progress: bool = True, teacher=None):
     """Load the shipped checkpoint ``name`` if it was trained with exactly ``config`` on this data, else train.
 
     Returns ``(model, info)``; ``info["source"]`` says which happened; ``info["history"]`` is the training
     history (for a shipped checkpoint, the thinned one shipped beside it); ``info["entry"]`` its manifest
-    entry (None when trained here). ``config`` is the course's: a run with its own step budget (the
-    ablations of :data:`RUNS`) applies it itself.
+    entry (None when trained here). ``config`` is the course's: a run with its own step budget or network
+    (the ablations and ProtoKD runs of :data:`RUNS`) applies it itself. ``teacher``: see :func:`train_run`.
     """
     from .training import resolve_device
 
-    config = run_config(name, config)
+    course, config = config, run_config(name, config)
     entry = manifest().get(name)
-    same_config = entry and entry["config"] == json.loads(json.dumps(config.to_dict()))
+    same_config = entry is not None and _same_config(entry, config)
     if same_config and entry["data"]["split"] == data["split"] and (PRETRAINED_DIR / entry["file"]).exists():
         model, entry = load_pretrained(name, device=resolve_device(device))
         return model, {"source": "shipped checkpoint", "entry": entry, "history": load_history(name)}
-    model, trainer = train_run(name, config, data, device, progress)
+    model, trainer = train_run(name, course, data, device, progress, teacher)
     return model, {"source": f"trained now ({config.train.steps} steps)", "entry": None,
                    "history": trainer.history_frame()}

@@ -12,8 +12,17 @@ Conventions (choices recorded here because the papers differ, methods_spec §0 a
 import numpy as np
 import torch
 
-from .constants import CLASS_LABELS, COMBINATIONS, MODALITY_NAMES, REGION_NAMES, REGIONS, combination_marks, \
-    combination_name
+from .constants import CLASS_LABELS, COMBINATIONS, MODALITIES, MODALITY_NAMES, REGION_NAMES, REGIONS, \
+    combination_marks, combination_name
+
+
+def model_combinations(model_config) -> list:
+    """The combinations a model is evaluated on: all 15 for the shared-encoder model (one model for every
+    subset); for an early-fusion network, the one combination of its input modalities (a ProtoKD student
+    is a single-modality network, its teacher a full-modality one)."""
+    if model_config.fusion == "shared":
+        return list(COMBINATIONS)
+    return [tuple(m in model_config.input_modalities for m in MODALITIES)]
 
 
 @torch.no_grad()
@@ -63,11 +72,12 @@ def region_dice(prediction, truth) -> np.ndarray:
     return compute_dice(pred, true, include_background=True, ignore_empty=False)[0].numpy()
 
 
-def evaluate(model, volumes, roi_size, combinations=COMBINATIONS, overlap: float = 0.5, sw_batch_size: int = 2,
+def evaluate(model, volumes, roi_size, combinations=None, overlap: float = 0.5, sw_batch_size: int = 2,
              progress: bool = True):
     """Dice of ``model`` on every case and combination, as a long DataFrame.
 
-    ``volumes``: iterable of ``(case_id, images (4, *spatial), label)``. Columns: ``case``,
+    ``volumes``: iterable of ``(case_id, images (4, *spatial), label)``; ``combinations``: present-masks,
+    by default :func:`model_combinations` (all 15 for the shared-encoder model). Columns: ``case``,
     ``combination`` (e.g. "FLAIR+T1ce"), ``n_present``, ``region``, ``dice``.
     """
     import pandas as pd
@@ -75,6 +85,7 @@ def evaluate(model, volumes, roi_size, combinations=COMBINATIONS, overlap: float
 
     volumes = list(volumes)
     head = model.config.head
+    combinations = model_combinations(model.config) if combinations is None else combinations
     rows = []
     with tqdm(total=len(volumes) * len(combinations), desc="evaluate", disable=not progress, leave=False) as bar:
         for case_id, images, label in volumes:

@@ -13,6 +13,11 @@ fills only the bottleneck: the skip connections carry the encoder's response to 
 The official backbone is a 44 M-parameter WS-ResNet-50 + ASPP; the course uses a plain UNet of the same
 shape (shared encoder, concatenating decoder) whose width and depth are parameters, ~0.5 M parameters at
 ``base_channels=8, depth=4`` so it trains on a laptop CPU.
+
+``fusion="early"`` builds :class:`EarlyFusionUNet` instead: the same blocks, but the ``input_modalities``
+are stacked as the channels of one input (ProtoKD's teacher takes all four, its students one each). The
+official ProtoKD backbone is a 9.4 M-parameter VNet (methods_spec §4.1); the course keeps one UNet family
+for all four papers so that their tables share a backbone size.
 """
 
 from dataclasses import asdict, dataclass
@@ -20,9 +25,10 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
-from .constants import CLASS_LABELS, NUM_MODALITIES, REGIONS
+from .constants import CLASS_LABELS, MODALITIES, NUM_MODALITIES, REGIONS
 
 HEADS = {"regions": len(REGIONS), "classes": len(CLASS_LABELS)}
+FUSIONS = ("shared", "early")
 
 
 @dataclass(frozen=True)
@@ -33,10 +39,16 @@ class ModelConfig:
     depth: int = 4  # resolution levels; the bottleneck is downsampled 2**(depth-1) times
     head: str = "regions"  # "regions": 3 sigmoid channels ET/TC/WT; "classes": 4-class softmax
     fill_skips: str = "zero"  # "zero" (official code) or "mean" (Eq. 5 applied at every level)
+    fusion: str = "shared"  # "shared": one encoder per modality (LCKD/MetaKD); "early": modalities as channels
+    input_modalities: tuple = MODALITIES  # early fusion only: the modalities stacked as input channels
 
     def __post_init__(self):
+        object.__setattr__(self, "input_modalities", tuple(self.input_modalities))  # a list after JSON
         assert self.head in HEADS, f"head must be one of {list(HEADS)}, got {self.head!r}"
         assert self.fill_skips in ("zero", "mean"), f"fill_skips must be 'zero' or 'mean', got {self.fill_skips!r}"
+        assert self.fusion in FUSIONS, f"fusion must be one of {FUSIONS}, got {self.fusion!r}"
+        assert self.input_modalities and set(self.input_modalities) <= set(MODALITIES[:self.num_modalities]), \
+            f"input_modalities must be a non-empty subset of {MODALITIES[:self.num_modalities]}, got {self.input_modalities}"
         assert self.spatial_dims in (2, 3) and self.depth >= 2 and self.base_channels >= 1
 
     @property
@@ -57,6 +69,7 @@ class ModelOutput:
     features: list  # per level, (N, M, C, *spatial) encoder features before filling (level -1 = bottleneck)
     fused: torch.Tensor  # (N, M, C, *spatial) bottleneck after missing-feature generation
     present: torch.Tensor  # (N, M) bool
+    decoded: torch.Tensor | None = None  # (N, C0, *spatial) last decoder features, at label resolution (ProtoKD)
 
     @property
     def bottleneck(self) -> torch.Tensor:
@@ -115,6 +128,7 @@ class SharedEncoderUNet(nn.Module):
         return features
 
     def decode(self, features: list, fused: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
+        """The last decoder features (N, C0, *spatial); the head turns them into logits."""
         x = fused.flatten(1, 2)
         for level in reversed(range(len(features) - 1)):
             skip = features[level]
@@ -122,7 +136,7 @@ class SharedEncoderUNet(nn.Module):
                 skip = fill_missing(skip, present)
             x = self.upsample[level](x)
             x = self.decoder[level](torch.cat([x, skip.flatten(1, 2)], dim=1))
-        return self.head(x)
+        return x
 
     def forward(self, image: torch.Tensor, present: torch.Tensor | None = None,
                 bottleneck_scale: torch.Tensor | None = None) -> ModelOutput:
@@ -140,11 +154,57 @@ class SharedEncoderUNet(nn.Module):
         fused = fill_missing(features[-1], present)
         if bottleneck_scale is not None:
             fused = fused * bottleneck_scale.view(*bottleneck_scale.shape, *([1] * (fused.dim() - 2)))
-        return ModelOutput(self.decode(features, fused, present), features, fused, present)
+        decoded = self.decode(features, fused, present)
+        return ModelOutput(self.head(decoded), features, fused, present, decoded)
 
 
-def build_model(config: ModelConfig | dict = ModelConfig()) -> SharedEncoderUNet:
-    return SharedEncoderUNet(ModelConfig(**config) if isinstance(config, dict) else config)
+class EarlyFusionUNet(nn.Module):
+    """A plain UNet whose input channels are the ``input_modalities`` (early fusion; ProtoKD's networks).
+
+    It takes the same ``(image, present)`` as :class:`SharedEncoderUNet`, with all four modalities in
+    canonical order, and reads its own channels from it; a missing input modality is zero-filled (the
+    classic early-fusion treatment). Its features are reported as one stream: (N, 1, C, *spatial).
+    """
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        assert config.fusion == "early", "EarlyFusionUNet needs ModelConfig(fusion='early')"
+        self.config = config
+        d, ch = config.spatial_dims, config.channels
+        self.channel_index = [MODALITIES.index(m) for m in config.input_modalities]
+        self.encoder = nn.ModuleList([conv_block(d, len(self.channel_index), ch[0])]
+                                     + [conv_block(d, ch[i - 1], ch[i], stride=2) for i in range(1, len(ch))])
+        up = (nn.ConvTranspose2d, nn.ConvTranspose3d)[d - 2]
+        self.upsample = nn.ModuleList([up(ch[i + 1], ch[i], 2, stride=2) for i in range(len(ch) - 1)])
+        self.decoder = nn.ModuleList([conv_block(d, 2 * ch[i], ch[i]) for i in range(len(ch) - 1)])
+        self.head = (nn.Conv2d, nn.Conv3d)[d - 2](ch[0], config.out_channels, 1)
+
+    def forward(self, image: torch.Tensor, present: torch.Tensor | None = None,
+                bottleneck_scale: torch.Tensor | None = None) -> ModelOutput:
+        n, m = image.shape[:2]
+        assert m == self.config.num_modalities, f"expected {self.config.num_modalities} modalities, got {m}"
+        assert bottleneck_scale is None, "early fusion has one bottleneck stream: nothing to scale per modality"
+        size = 2 ** (self.config.depth - 1)
+        assert all(s % size == 0 for s in image.shape[2:]), f"spatial size {tuple(image.shape[2:])} must divide by {size}"
+        if present is None:
+            present = torch.ones(image.shape[:2], dtype=torch.bool, device=image.device)
+        present = present.to(image.device).bool()[:, self.channel_index]
+        assert present.any(dim=1).all(), f"every sample needs one of {self.config.input_modalities} present"
+        x = image[:, self.channel_index] * present.to(image.dtype).view(n, -1, *([1] * (image.dim() - 2)))
+        features = []
+        for block in self.encoder:
+            x = block(x)
+            features.append(x)
+        for level in reversed(range(len(features) - 1)):
+            x = self.decoder[level](torch.cat([self.upsample[level](x), features[level]], dim=1))
+        stream = torch.ones(n, 1, dtype=torch.bool, device=image.device)
+        features = [f.unsqueeze(1) for f in features]
+        return ModelOutput(self.head(x), features, features[-1], stream, x)
+
+
+def build_model(config: ModelConfig | dict = ModelConfig()) -> nn.Module:
+    config = ModelConfig(**config) if isinstance(config, dict) else config
+    return EarlyFusionUNet(config) if config.fusion == "early" else SharedEncoderUNet(config)
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -5,8 +5,8 @@ import json
 import pytest
 import torch
 
-from mmkd_helpers.checkpoints import MANIFEST, PRETRAINED_DIR, RUNS, load_pretrained, manifest, run_config, sha256, \
-    validation_dice
+from mmkd_helpers.checkpoints import MANIFEST, PRETRAINED_DIR, RUNS, _same_config, load_pretrained, manifest, \
+    run_config, sha256, validation_dice
 from mmkd_helpers.course import CourseConfig, ensure_phantom, load_data
 
 ENTRIES = manifest()
@@ -26,10 +26,19 @@ def test_checkpoint_file_matches_its_manifest(name):
     assert sha256(PRETRAINED_DIR / entry["file"]) == entry["sha256"]
     state = torch.load(PRETRAINED_DIR / entry["file"], weights_only=True)
     assert all(torch.is_tensor(v) for v in state.values())
-    assert entry["config"] == json.loads(json.dumps(run_config(name).to_dict())), "trained with another configuration"
+    assert _same_config(entry, run_config(name)), "trained with another configuration"
     for key in ("method", "options", "data", "steps", "device", "wall_time_s", "commit", "val_dice"):
         assert key in entry, f"{name}: manifest entry lacks {key}"
     assert entry["method"] == RUNS[name]["method"] and entry["options"] == RUNS[name]["options"]
+    assert entry.get("teacher") == RUNS[name].get("teacher")
+
+
+def test_an_entry_from_before_a_new_config_field_still_matches():
+    """Fields added to the code later take their defaults: old checkpoints stay usable, other configs do not."""
+    entry = {"config": json.loads(json.dumps(run_config("baseline").to_dict()))}
+    del entry["config"]["model"]["fusion"]
+    assert _same_config(entry, run_config("baseline"))
+    assert not _same_config(entry, run_config("protokd_t1"))
 
 
 def test_a_damaged_checkpoint_is_refused(tmp_path, monkeypatch):

@@ -93,3 +93,37 @@ def test_bad_configuration_is_refused():
         ModelConfig(head="softmax")
     with pytest.raises(AssertionError, match="divide"):
         build_model(ModelConfig(depth=3))(torch.randn(1, 4, 10, 16, 16))
+
+
+def early(*modalities, **changes):
+    return build_model(ModelConfig(base_channels=4, depth=3, fusion="early", input_modalities=modalities, **changes))
+
+
+def test_early_fusion_reads_only_its_input_modalities():
+    from mmkd_helpers.models import EarlyFusionUNet
+
+    torch.manual_seed(0)
+    student = early("t1")
+    assert isinstance(student, EarlyFusionUNet) and student.encoder[0][0].in_channels == 1
+    image = torch.randn(2, 4, 16, 16, 16)
+    other = image.clone()
+    other[:, [0, 2, 3]] = torch.randn(2, 3, 16, 16, 16)  # everything but T1 changes
+    out = student(image)
+    assert torch.equal(out.logits, student(other).logits)
+    assert out.decoded.shape == (2, 4, 16, 16, 16) and out.bottleneck.shape == (2, 1, 16, 4, 4, 4)
+    with pytest.raises(AssertionError, match="t1"):
+        student(image, torch.tensor([[True, False, True, True]] * 2))
+
+
+def test_early_fusion_teacher_zero_fills_a_missing_modality():
+    torch.manual_seed(0)
+    teacher = early("flair", "t1", "t1ce", "t2", head="classes")
+    assert teacher.encoder[0][0].in_channels == 4 and teacher.head.out_channels == 4
+    image = torch.randn(1, 4, 16, 16, 16)
+    zeroed = image.clone()
+    zeroed[:, 2] = 0
+    present = torch.tensor([[True, True, False, True]])
+    assert torch.equal(teacher(image, present).logits, teacher(zeroed).logits)
+    with pytest.raises(AssertionError, match="input_modalities"):
+        ModelConfig(fusion="early", input_modalities=("pd",))
+    assert ModelConfig(fusion="early", input_modalities=["t1"]).input_modalities == ("t1",)  # from JSON

@@ -3,8 +3,9 @@
 from .base import Hook, Method
 from .lckd import LCKD
 from .metakd import MetaKD
+from .protokd import ProtoKD
 
-METHODS = {"baseline": Method, "lckd": LCKD, "metakd": MetaKD}
+METHODS = {"baseline": Method, "lckd": LCKD, "metakd": MetaKD, "protokd": ProtoKD}
 
 
 def build_method(name: str, **options) -> Method:

@@ -1,0 +1,89 @@
+"""ProtoKD (Shuai Wang et al., ICASSP 2023) as a plug-in to the training engine.
+
+A full-modality teacher, trained first and then frozen, teaches a single-modality student: the engine
+trains the student with its segmentation loss (Eq. 5), and this method adds α·L_kd (Eq. 1) on the logits
+and β·L_proto (Eq. 4) on the last decoder features (Eq. 6: L = L_seg + α·L_kd + β·L_proto, α = 10,
+β = 0.1). Every missing-modality scenario gets its own student network: no missing-feature generation,
+no modality dropping -- the student simply never sees the other modalities.
+
+``alpha=0`` and ``beta=0`` give the ablations of Table 2 (pixel-KD only, prototype-KD only), and
+``inter_class=False`` the intra-class-only row of Table 3. The unimodal baseline is the plain
+:class:`~mmkd_helpers.methods.base.Method` on the same single-modality network.
+"""
+
+from pathlib import Path
+
+import torch
+
+from ..losses.protokd import ABSENT_POLICIES, KD_FORMS, pixel_kd_loss, prototype_kd_loss
+from ..losses.segmentation import class_targets
+from .base import Method
+
+
+def load_teacher(source, device="cpu"):
+    """A frozen teacher from a model, a shipped checkpoint name, or a training checkpoint file (``last.pt``)."""
+    if isinstance(source, torch.nn.Module):
+        model = source
+    elif isinstance(source, (str, Path)) and Path(source).suffix == ".pt":
+        from ..models import build_model
+
+        path = Path(source)
+        if not path.exists():
+            raise FileNotFoundError(f"{path}: no teacher checkpoint there")
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        if not isinstance(state, dict) or "model" not in state or "model" not in state.get("config", {}):
+            raise ValueError(f"{path}: not a training checkpoint of this package (no model and model config)")
+        model = build_model(state["config"]["model"])
+        model.load_state_dict(state["model"])
+    elif isinstance(source, str):
+        from ..checkpoints import load_pretrained
+
+        model, _ = load_pretrained(source)
+    else:
+        raise TypeError(f"teacher must be a model, a shipped checkpoint name or a .pt file, got {type(source).__name__}")
+    model = model.to(device).eval()
+    for parameter in model.parameters():
+        parameter.requires_grad_(False)
+    return model
+
+
+class ProtoKD(Method):
+    """Pixel-wise (Eq. 1) + prototype (Eq. 4) distillation from a frozen full-modality teacher (Eq. 6)."""
+
+    name = "protokd"
+
+    def __init__(self, teacher=None, alpha: float = 10.0, beta: float = 0.1, temperature: float = 10.0,
+                 kd_form: str = "code", t_squared: bool = False, include_background: bool = True,
+                 absent: str = "batch", inter_class: bool = True):
+        assert teacher is not None, "ProtoKD needs a teacher: a model, a shipped checkpoint name or a .pt file"
+        assert kd_form in KD_FORMS, f"kd_form must be one of {KD_FORMS}, got {kd_form!r}"
+        assert absent in ABSENT_POLICIES, f"absent must be one of {ABSENT_POLICIES}, got {absent!r}"
+        assert alpha >= 0 and beta >= 0 and temperature > 0
+        self.teacher_source = teacher
+        self.options = {"alpha": alpha, "beta": beta, "temperature": temperature, "kd_form": kd_form,
+                        "t_squared": t_squared, "include_background": include_background, "absent": absent,
+                        "inter_class": inter_class}
+        if not isinstance(teacher, torch.nn.Module):  # a name or a path is saved, so that a resume finds it
+            self.options["teacher"] = str(teacher)
+        self.teacher = None
+
+    def setup(self, trainer) -> None:
+        self.teacher = load_teacher(self.teacher_source, trainer.device)
+        student = trainer.model.config
+        assert student.head == "classes" and self.teacher.config.head == "classes", \
+            "ProtoKD distils class distributions: teacher and student need head='classes'"
+
+    def loss_terms(self, model, batch: dict, output) -> dict:
+        o = self.options
+        with torch.no_grad():  # the teacher always sees all four modalities
+            teacher = self.teacher(batch["image"], torch.ones_like(batch["present"]))
+        terms = {}
+        if o["alpha"]:
+            terms["kd"] = o["alpha"] * pixel_kd_loss(output.logits.float(), teacher.logits.float(),
+                                                     o["temperature"], o["kd_form"], o["t_squared"])
+        if o["beta"]:
+            classes = class_targets(batch["label"])[:, 0]
+            terms["proto"] = o["beta"] * prototype_kd_loss(
+                output.decoded.float(), teacher.decoded.float(), classes, model.config.out_channels,
+                o["include_background"], o["absent"], o["inter_class"])
+        return terms
