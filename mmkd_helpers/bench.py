@@ -2,6 +2,7 @@
 
 import statistics
 import time
+from pathlib import Path
 
 
 def _median_seconds(fn, repeats: int) -> float:
@@ -14,9 +15,22 @@ def _median_seconds(fn, repeats: int) -> float:
 
 
 def peak_rss_mib() -> float:
-    import resource
+    """Peak resident memory of this process in MiB.
 
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    On Linux this reads ``VmHWM`` from ``/proc/self/status``: ``getrusage``'s ``ru_maxrss`` survives
+    ``fork`` + ``exec``, so a fresh process started from a big one (a Jupyter kernel) would report its
+    parent's peak. Elsewhere it falls back to ``ru_maxrss`` (KiB on Linux, bytes on macOS).
+    """
+    import resource
+    import sys
+
+    status = Path("/proc/self/status")
+    if status.exists():
+        for line in status.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2**20 if sys.platform == "darwin" else peak / 1024
 
 
 def bench_phantom(repeats: int = 5, size: int = 64) -> float:
@@ -64,29 +78,35 @@ def run_benchmarks(repeats: int = 5) -> None:
 
 def _method_cost(method: str, options: dict, steps: int) -> dict:
     """Train ``steps`` steps of the teaching model with a method on a few phantoms; time and peak memory."""
-    import tempfile
-    from dataclasses import replace
-
     import torch
 
-    from .course import CourseConfig, ensure_phantom, load_data, make_dataset, split_volumes
+    from .course import ensure_phantom, load_data, make_dataset, split_volumes
     from .methods import build_method
     from .models import build_model
     from .training import Trainer
 
-    config = CourseConfig(phantom_cases=8)
-    config = replace(config, train=replace(config.train, steps=steps))
-    with tempfile.TemporaryDirectory() as root:
-        data = load_data(ensure_phantom(config, root), config, cache_dir=root, progress=False)
-        torch.manual_seed(0)
-        trainer = Trainer(build_model(config.model), make_dataset(data["volumes"], data["split"]["train"], config),
-                          config.train, build_method(method, **options), device="cpu", progress=False,
-                          val_volumes=split_volumes(data, "val"), extra={"course": config.to_dict()})
-        started = time.perf_counter()
-        history = trainer.fit()
-        wall = time.perf_counter() - started
+    config = _cost_config(steps)
+    # The phantoms were generated and cached by the parent (method_cost): the peak memory of this process
+    # is the training's, not the phantom generator's (which loads the MNI152 templates, about 1 GiB).
+    data = load_data(ensure_phantom(config), config, progress=False)
+    torch.manual_seed(0)
+    trainer = Trainer(build_model(config.model), make_dataset(data["volumes"], data["split"]["train"], config),
+                      config.train, build_method(method, **options), device="cpu", progress=False,
+                      val_volumes=split_volumes(data, "val"), extra={"course": config.to_dict()})
+    started = time.perf_counter()
+    history = trainer.fit()
+    wall = time.perf_counter() - started
     return {"method": method, "options": options, "steps": steps, "seconds_per_step": wall / steps,
             "median_step_seconds": float(history["seconds"].median()), "peak_rss_mib": peak_rss_mib()}
+
+
+def _cost_config(steps: int):
+    from dataclasses import replace
+
+    from .course import CourseConfig
+
+    config = CourseConfig(phantom_cases=8)
+    return replace(config, train=replace(config.train, steps=steps))
 
 
 def method_cost(method: str, options: dict | None = None, steps: int = 40) -> dict:
@@ -96,6 +116,10 @@ def method_cost(method: str, options: dict | None = None, steps: int = 40) -> di
     import subprocess
     import sys
 
+    from .course import ensure_phantom, load_data
+
+    config = _cost_config(steps)
+    load_data(ensure_phantom(config), config, progress=False)  # generate and cache the data here, not in the child
     code = (f"import json; from mmkd_helpers.bench import _method_cost; "
             f"print(json.dumps(_method_cost({method!r}, {options or {}!r}, {steps})))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

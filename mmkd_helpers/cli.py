@@ -10,10 +10,20 @@ import json
 import sys
 from pathlib import Path
 
+from .constants import MODALITIES
+
 
 def _roi(text: str) -> tuple:
     parts = [int(p) for p in text.split(",")]
     return tuple(parts * 3) if len(parts) == 1 else tuple(parts)
+
+
+def _modalities(text: str) -> tuple:
+    names = tuple(m.strip().lower() for m in text.split(",") if m.strip())
+    unknown = [m for m in names if m not in MODALITIES]
+    if not names or unknown:
+        raise argparse.ArgumentTypeError(f"modalities must be among {', '.join(MODALITIES)}, got {text!r}")
+    return names
 
 
 def _option(text: str):
@@ -48,6 +58,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--roi", type=_roi, default=None, help="training crop, e.g. 32 or 32,32,32")
     p.add_argument("--spacing", type=float, default=None, help="resample real data to this many mm (2 or 3)")
     p.add_argument("--base-channels", type=int, default=None, help="backbone width (8 = teaching size)")
+    p.add_argument("--fusion", choices=["shared", "early"], default=None,
+                   help="shared: one encoder per modality (LCKD, MetaKD; default); early: modalities as input "
+                        "channels (ProtoKD's teacher and students)")
+    p.add_argument("--modalities", type=_modalities, default=None, metavar="M[,M...]",
+                   help="early fusion: the input modalities, e.g. t1 (a student) or flair,t1,t1ce,t2 (a teacher)")
+    p.add_argument("--head", choices=["regions", "classes"], default=None,
+                   help="regions: ET/TC/WT sigmoids (default); classes: 4-class softmax (ProtoKD)")
     p.add_argument("--drop-policy", default=None, help="uniform15 | keep1to3 | keep1to4 | none")
     p.add_argument("--val-fraction", type=float, default=None, help="share of the training cases held out (0.2)")
     p.add_argument("--test-fraction", type=float, default=None, help="share of all cases held out for testing (0.2)")
@@ -115,8 +132,12 @@ def _course_config(args):
     if args.no_amp:
         train["amp"] = False
     changes = {"train": replace(config.train, **train)}
-    if args.base_channels is not None:
-        changes["model"] = replace(config.model, base_channels=args.base_channels)
+    model = {k: v for k, v in {"base_channels": args.base_channels, "fusion": args.fusion, "head": args.head,
+                               "input_modalities": args.modalities}.items() if v is not None}
+    if model:
+        changes["model"] = replace(config.model, **model)
+    if args.fusion == "early" and args.drop_policy is None:
+        changes["drop_policy"] = "none"  # an early-fusion network is trained on the inputs it will be given
     for key, value in {"roi_size": args.roi, "spacing": args.spacing, "drop_policy": args.drop_policy,
                        "val_fraction": args.val_fraction, "test_fraction": args.test_fraction}.items():
         if value is not None:

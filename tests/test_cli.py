@@ -48,6 +48,29 @@ def test_train_resume_and_evaluate(phantom_dir, tmp_path, capsys):
     assert "Average" in capsys.readouterr().out
 
 
+def test_a_protokd_teacher_then_a_single_modality_student(phantom_dir, tmp_path):
+    teacher, student = tmp_path / "teacher", tmp_path / "student"
+    common = ["--fast", "--data", str(phantom_dir), "--steps", "2", "--device", "cpu", "--fusion", "early",
+              "--head", "classes"]
+    assert main(["train", *common, "--out", str(teacher), "--modalities", "flair,t1,t1ce,t2"]) == 0
+    assert main(["train", *common, "--out", str(student), "--modalities", "T1", "--method", "protokd",
+                 "--option", f"teacher={teacher / 'last.pt'}"]) == 0
+    state = torch.load(student / "last.pt", weights_only=True)
+    assert tuple(state["config"]["course"]["model"]["input_modalities"]) == ("t1",)
+    assert state["config"]["course"]["drop_policy"] == "none"
+    assert state["method"]["options"]["teacher"] == str(teacher / "last.pt")
+    assert {"kd", "proto"} <= set(pd.read_csv(student / "history.csv").columns)
+    results = tmp_path / "results.csv"
+    assert main(["evaluate", "--checkpoint", str(student / "last.pt"), "--out", str(results), "--device", "cpu"]) == 0
+    assert set(pd.read_csv(results).combination) == {"T1"}  # a student is scored on its own modality only
+
+
+def test_unknown_modality_is_refused(capsys):
+    with pytest.raises(SystemExit):
+        main(["train", "--out", "x", "--fusion", "early", "--modalities", "t1,pd"])
+    assert "modalities must be among" in capsys.readouterr().err
+
+
 def test_resume_continues_to_more_steps(phantom_dir, tmp_path):
     run = tmp_path / "run"
     main(["train", "--fast", "--data", str(phantom_dir), "--out", str(run), "--steps", "2", "--device", "cpu"])

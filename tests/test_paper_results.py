@@ -25,3 +25,20 @@ def test_paper_tables_are_labelled_and_shaped_like_ours():
     assert table.loc["T1ce", ("ET", "paper: LCKD")] == pytest.approx(75.65)
     with pytest.raises(KeyError):
         paper_results("lckd_table9")
+
+
+def test_protokd_table1_averages_are_the_mean_of_its_three_regions():
+    table = paper_results("protokd_table1").pivot_table(index=["method", "combination"], columns="region",
+                                                        values="dice")
+    assert len(table) == 1 + 5 * 4  # the teacher, then 5 methods x 4 single modalities
+    assert ((table[["ET", "TC", "WT"]].mean(axis=1) - table["Avg"]).abs() < 0.011).all()
+    assert table.loc[("ProtoKD", "T1"), "ET"] == pytest.approx(47.41)
+
+
+def test_protokd_ablations_match_table1():
+    main = paper_results("protokd_table1")
+    avg = main[main.region == "Avg"].set_index(["method", "combination"]).dice
+    ablation = paper_results("protokd_table2").set_index("losses").dice
+    assert ablation["seg"] == avg[("Unimodal", "T1")] and ablation["seg+kd+proto"] == avg[("ProtoKD", "T1")]
+    both = paper_results("protokd_table3").query("variation == 'intra+inter'").set_index("combination").dice
+    assert all(both[m] == avg[("ProtoKD", m)] for m in ("T1", "T2", "T1ce", "FLAIR"))

@@ -1,7 +1,8 @@
 """Results as the papers published them -- never ours. Shown beside our measurements, always labelled.
 
-Each table is a CSV file beside this module (long format: combination, region, method, dice in %), and
-:data:`SOURCES` says where it comes from. The combinations use the package's names (e.g. "FLAIR+T1ce").
+Each table is a CSV file beside this module (long format: combination, region, method, dice in %; the
+ProtoKD ablations have one column per ablated choice instead), and :data:`SOURCES` says where it comes
+from. The combinations use the package's names (e.g. "FLAIR+T1ce").
 """
 
 from pathlib import Path
@@ -17,6 +18,13 @@ SOURCES = {
                      "Dice (%), non-dedicated training",
     "lckd_table2": "LCKD paper (Wang et al., MICCAI 2023), Table 2: LCKD-s (single teacher) vs LCKD-m "
                    "(multi-teacher), BraTS 2018, Dice (%)",
+    "protokd_table1": "ProtoKD paper (Shuai Wang et al., 'Prototype Knowledge Distillation for Medical "
+                      "Segmentation with Missing Modality', ICASSP 2023), Table 1: BraTS 2018, Dice (%), "
+                      "57 test cases, one single-modality student per modality; the paper's WT/CO/EC are "
+                      "our WT/TC/ET, and its Avg is the mean of the three",
+    "protokd_table2": "ProtoKD paper (ICASSP 2023), Table 2: loss ablation on T1, mean Dice (%) of WT/TC/ET",
+    "protokd_table3": "ProtoKD paper (ICASSP 2023), Table 3: intra-class only vs intra- and inter-class "
+                      "variation, mean Dice (%) of WT/TC/ET",
 }
 
 

@@ -1,0 +1,282 @@
+"""Mind the Gap (Tianyi Liu et al., arXiv 2409.19366): latent alignment of every modality to an anchor P_mix.
+
+The teacher encodes each modality into a shared latent space and aligns each Z_j to an anchor (Sec. III-B,
+the objective of Eq. 7). Three anchors are compared in Table IV:
+
+* P^N_mix = N(0, 1), :func:`pmix_normal_loss` -- a VAE-style KL of each modality's predicted Gaussian to
+  the standard normal (:func:`gaussian_kl_standard_normal`, sampled with :func:`reparameterise`).
+* P^k_mix = P(Z_k), :func:`pmix_modality_loss` -- MSE of every other modality's latent to a chosen
+  modality k (T1ce is the paper's choice, Table V).
+* P*_mix, :func:`pmix_mixture_loss` -- learnable weights over the modalities (:func:`pmix_weights`), either
+  the paper's Σ_j w_j ‖Z_j − Z_k‖² or the released draft's pull of every Z_m to the mixture Σ_j w_j Z_j.
+
+The only released code (T-Y-Liu/MedMAP, ``MedMAP.py``) is a draft of the anchor, not a pipeline, and it
+disagrees with the paper and with itself (methods_spec §3.1): its P^N term is not a KL, its weights are
+overwritten by a plain normalisation (v1) or computed from all four modalities including missing ones with
+the batch mask of sample 0 (v2), and P^k is absent. Here the paper is followed where it is well defined,
+the draft's mixture form is an option, and the draft's bugs are not copied (each function says which).
+
+Inputs are per-modality latents ``(N, M, C, *spatial)`` in the canonical order FLAIR, T1, T1ce, T2
+(:data:`mmkd_helpers.constants.MODALITIES`) and an optional ``present`` (N, M) bool mask: an absent
+modality is left out of every term of its sample, and a sample with fewer than two present modalities
+adds nothing to a pairwise term. Every MSE is the mean over elements, so the losses do not grow with the
+feature size (as in the draft and the MetaKD code).
+
+:func:`modality_gap` and :func:`linear_probe_accuracy` measure the gap these losses are meant to close.
+"""
+
+import numpy as np
+import torch
+
+from ..constants import MODALITIES
+
+PMIX_FORMS = ("paper", "code")
+
+PAPER_REPORTED_WEIGHTS = {"flair": 0.3055, "t1": 0.7759, "t1ce": 2.2055, "t2": 0.8977}
+"""The learned P*_mix weights printed in the paper (Sec. IV-C, listed there as T1, T2, T1ce, FLAIR)."""
+
+
+def _present_mask(present, latents: torch.Tensor) -> torch.Tensor:
+    """The (N, M) bool mask, all True by default, checked against the latents' first two dimensions."""
+    assert latents.dim() >= 3, f"latents must be (N, M, C, *spatial), got shape {tuple(latents.shape)}"
+    if present is None:
+        return torch.ones(latents.shape[:2], dtype=torch.bool, device=latents.device)
+    present = torch.as_tensor(present, device=latents.device).bool()
+    assert present.shape == latents.shape[:2], \
+        f"present must be (N, M) = {tuple(latents.shape[:2])}, got {tuple(present.shape)}"
+    return present
+
+
+def _masked_mean(values: torch.Tensor, keep: torch.Tensor, anchor: torch.Tensor) -> torch.Tensor:
+    """Mean of ``values`` where ``keep``; 0 with a gradient path through ``anchor`` when nothing is kept."""
+    if not keep.any():
+        return anchor.sum() * 0.0
+    # where, not a product: an absent modality's latent may hold anything (zeros, NaN fill) and must not leak
+    return torch.where(keep, values, torch.zeros_like(values)).sum() / keep.sum()
+
+
+def _check_anchor(anchor, num_modalities: int) -> int:
+    assert isinstance(anchor, int) and 0 <= anchor < num_modalities, \
+        f"anchor must be a modality index in [0, {num_modalities}) (canonical order {MODALITIES}), got {anchor!r}"
+    return anchor
+
+
+# -- P^N_mix: KL to the standard normal --------------------------------------------------------------------
+def gaussian_kl_standard_normal(mean: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """KL(N(μ, σ²) ‖ N(0, 1)) = ½ (μ² + σ² − log σ² − 1), element-wise, then the mean over all elements.
+
+    The P^N_mix objective of Sec. III-B, written correctly; ``logvar`` is log σ². The reduction is the mean
+    over every element (a VAE usually sums over latent dimensions); the mean keeps the term on the same
+    scale as the MSE anchors whatever the feature size.
+
+    Neither printed form is this KL (methods_spec §3.1):
+
+    * The paper prints E[2 log 1/v + v² + mean²/2 − 1/2]. Reading v as the standard deviation σ, that is
+      −log σ² + σ² + μ²/2 − 1/2 = 2·KL − μ²/2 + 1/2: the σ terms are doubled relative to the mean and the
+      constant, so it weighs the variance twice as hard and is 1/2, not 0, at N(0, 1). Reading v as the
+      variance (as the text says) gives −2 log σ² + σ⁴ + ..., not the KL either.
+    * The draft code (v1 ``align_pNmix``) computes mean[(μ − Z)² / v + v] / 2 with v the *log*-variance:
+      the log term is missing and a log-variance is used as a variance, so it is neither this KL nor a
+      Gaussian NLL (and it is unbounded below for v < 0).
+    """
+    assert mean.shape == logvar.shape, f"mean {tuple(mean.shape)} and logvar {tuple(logvar.shape)} differ in shape"
+    return (0.5 * (mean.pow(2) + logvar.exp() - logvar - 1.0)).mean()
+
+
+def reparameterise(mean: torch.Tensor, logvar: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """A sample Z = μ + exp(½ log σ²) · ε, ε ~ N(0, 1): the VAE reparameterisation the paper's P^N_mix cites.
+
+    Differentiable in ``mean`` and ``logvar``; ``generator`` makes ε reproducible.
+    """
+    assert mean.shape == logvar.shape, f"mean {tuple(mean.shape)} and logvar {tuple(logvar.shape)} differ in shape"
+    eps = torch.randn(mean.shape, generator=generator, dtype=mean.dtype, device=mean.device)
+    return mean + torch.exp(0.5 * logvar) * eps
+
+
+def pmix_normal_loss(means: torch.Tensor, logvars: torch.Tensor, present=None) -> torch.Tensor:
+    """P^N_mix (Sec. III-B): KL of every present modality's Gaussian to N(0, 1), averaged over them.
+
+    ``means`` and ``logvars`` (N, M, C, *spatial) are the heads' μ_j and log σ_j². Per (sample, modality)
+    the KL is :func:`gaussian_kl_standard_normal` (mean over elements); the loss is the mean over present
+    (sample, modality) pairs. Absent modalities are excluded, unlike the draft, which divides by 4 always.
+    Returns 0 (with a gradient path) when nothing is present.
+    """
+    assert means.shape == logvars.shape, \
+        f"means {tuple(means.shape)} and logvars {tuple(logvars.shape)} differ in shape"
+    present = _present_mask(present, means)
+    kl = (0.5 * (means.pow(2) + logvars.exp() - logvars - 1.0)).flatten(2).mean(-1)  # (N, M)
+    return _masked_mean(kl, present, means)
+
+
+# -- P^k_mix: one modality as the anchor -------------------------------------------------------------------
+def pmix_modality_loss(latents: torch.Tensor, anchor: int, present=None, detach_anchor: bool = True) -> torch.Tensor:
+    """P^k_mix (Sec. III-B): E‖Z_j − Z_k‖² for every present j ≠ k of the samples where k is present.
+
+    ``anchor`` is k, an index in the canonical order (T1ce = 2 is the paper's choice, Table V). Each pair's
+    term is the MSE over elements; the loss is the mean over the (sample, j) pairs that count. Returns 0
+    (with a gradient path) when no pair counts. Not in the released code (methods_spec §3.1).
+
+    ``detach_anchor`` (the paper leaves it open, methods_spec §3.2 and §9): True by default, because
+    otherwise Z_k is pulled toward the other modalities as much as they are pulled toward it, and the
+    anchor stops being the chosen modality's distribution -- the loss then aligns to the pair's midpoint.
+    """
+    present = _present_mask(present, latents)
+    k = _check_anchor(anchor, latents.shape[1])
+    flat = latents.flatten(2)  # (N, M, K)
+    target = flat[:, k].detach() if detach_anchor else flat[:, k]
+    mse = (flat - target[:, None]).pow(2).mean(-1)  # (N, M)
+    pairs = present & present[:, k:k + 1]
+    pairs[:, k] = False
+    return _masked_mean(mse, pairs, latents)
+
+
+# -- P*_mix: learnable weights -----------------------------------------------------------------------------
+def pmix_weights(raw: torch.Tensor) -> torch.Tensor:
+    """The P*_mix weights: the softmax of the raw learnable vector over its last (modality) dimension.
+
+    Softmax is the "learnable softmax weights" of the issue and the v2 draft's choice; the v1 draft
+    computes a softmax and then overwrites it with w / Σ w, which can be negative or blow up when Σ w → 0
+    (methods_spec §3.1). The result is positive and sums to 1.
+
+    The weights the paper reports (:func:`paper_reported_weights`; FLAIR 0.3055, T1 0.7759, T1ce 2.2055,
+    T2 0.8977) are not softmax outputs: they sum to 4.1846. They are presumably the raw parameters; their
+    softmax would be about (0.090, 0.144, 0.603, 0.163) and w / Σ w about (0.073, 0.185, 0.527, 0.215),
+    T1ce the largest either way -- an interpretation, not something the paper states.
+    """
+    return torch.softmax(raw, dim=-1)
+
+
+def paper_reported_weights() -> dict:
+    """The paper's reported learned P*_mix weights (Sec. IV-C), keyed by canonical modality name in
+    canonical order. These are the paper's numbers, not normalised weights (see :func:`pmix_weights`)."""
+    return {name: PAPER_REPORTED_WEIGHTS[name] for name in MODALITIES}
+
+
+def pmix_mixture_loss(latents: torch.Tensor, weights: torch.Tensor, form: str = "paper", anchor: int | None = None,
+                      present=None, detach_target: bool = True) -> torch.Tensor:
+    """P*_mix (Sec. III-B, "Adaptive Alignment") in the paper's form or the released draft's.
+
+    ``weights`` (M,) or (N, M), non-negative, normally :func:`pmix_weights` of a learnable vector.
+    ``detach_target`` stops the gradient through the *features* of the target (Z_k, or the Z_j inside the
+    mixture), never through the weights, so the weights still learn from this loss (the v1 draft detaches
+    the features in the mixture; v2 does not -- methods_spec §3.1).
+
+    * ``form="paper"``: Σ_j w_j ‖Z_j − Z_k‖², with ``anchor`` = k. Per sample where k and at least one
+      other modality are present: the MSE of each present Z_j to Z_k, weighted by w_j and summed over
+      present j (weights not renormalised; j = k adds 0); then the mean over those samples.
+    * ``form="code"``: the draft's pull of every present Z_m to the mixture P = Σ_j w̃_j Z_j, with
+      w̃ = w renormalised over the sample's present modalities; the per-sample loss is the mean over
+      present m of MSE(Z_m, P), then the mean over samples with at least two present modalities. This
+      follows the draft's inference rule (renormalised over available modalities). Its training rule
+      mixes all four modalities, missing ones included, with the mask of sample 0 for the whole batch
+      (methods_spec §3.1, §3.2): neither is copied -- masks are per sample and missing features never
+      enter P. The draft's fixed /4 (v1) or /8 (v2) becomes a mean over present modalities.
+
+    Degenerate solution of the paper form: ∂L/∂w_j = ‖Z_j − Z_k‖² ≥ 0 and the anchor's own term is 0, so
+    if the weights are learned by gradient on this loss alone they only shrink: raw unconstrained weights
+    go to 0 (and below, the loss is then unbounded below), w / Σ w is unstable; softmax prevents collapse to
+    zero but moves all mass onto w_k, where the loss is 0 without aligning anything. The weights must be
+    shaped by another signal (the segmentation loss through the features, or a separate update). In the
+    code form the alignment loss alone pulls the mixture toward the plain mean of the modalities, i.e. the
+    weights toward uniform -- not a collapse, but again not the informative weights the paper reports.
+
+    Returns 0 (with a gradient path) when no sample counts.
+    """
+    assert form in PMIX_FORMS, f"form must be one of {PMIX_FORMS}, got {form!r}"
+    present = _present_mask(present, latents)
+    n, m = latents.shape[:2]
+    assert weights.dim() in (1, 2) and weights.shape[-1] == m and (weights.dim() == 1 or weights.shape[0] == n), \
+        f"weights must be (M,) = ({m},) or (N, M) = ({n}, {m}), got {tuple(weights.shape)}"
+    assert bool((weights.detach() >= 0).all()), "weights must be non-negative: pass pmix_weights(raw), not raw"
+    weights = weights.expand(n, m)
+    flat = latents.flatten(2)  # (N, M, K)
+    count = present.sum(1)
+
+    if form == "paper":
+        assert anchor is not None, "form='paper' needs the anchor modality k (Σ_j w_j ‖Z_j − Z_k‖²)"
+        k = _check_anchor(anchor, m)
+        target = flat[:, k].detach() if detach_target else flat[:, k]
+        mse = (flat - target[:, None]).pow(2).mean(-1)  # (N, M)
+        per_sample = torch.where(present, weights * mse, torch.zeros_like(mse)).sum(1)
+        keep = present[:, k] & (count >= 2)
+    else:
+        assert anchor is None, "form='code' pulls every modality to the weighted mixture and takes no anchor"
+        w = torch.where(present, weights, torch.zeros_like(weights))
+        w = w / w.sum(1, keepdim=True).clamp_min(torch.finfo(w.dtype).tiny)
+        features = flat.detach() if detach_target else flat
+        features = torch.where(present[..., None], features, torch.zeros_like(features))
+        mixture = torch.einsum("nm,nmk->nk", w, features)
+        mse = (flat - mixture[:, None]).pow(2).mean(-1)  # (N, M)
+        per_sample = torch.where(present, mse, torch.zeros_like(mse)).sum(1) / count.clamp_min(1)
+        keep = count >= 2
+    return _masked_mean(per_sample, keep, latents)
+
+
+# -- measuring the gap -------------------------------------------------------------------------------------
+def modality_gap(latents: torch.Tensor, present=None, return_distances: bool = False):
+    """A modality-gap figure: mean pairwise centroid distance / mean within-modality spread.
+
+    The paper shows the gap only as t-SNE pictures (Fig. 1, 3); this is a number to put beside them. Every
+    (sample, position) of a present modality is one C-dimensional feature vector. Per modality: the
+    centroid over its vectors and the spread, the RMS distance of its vectors to that centroid. The gap is
+    the mean Euclidean distance between the centroids of all pairs of modalities that have data, divided
+    by the mean of their spreads: ≈ 0 for modalities drawn from one distribution, large for separated
+    clusters. A zero spread gives 0 if the centroids coincide and ∞ otherwise.
+
+    Returns the gap as a float, and with ``return_distances`` also the (M, M) numpy matrix of centroid
+    distances (NaN in the rows and columns of modalities with no present sample).
+    """
+    present = _present_mask(present, latents)
+    n, m, c = latents.shape[:3]
+    with torch.no_grad():
+        x = latents.detach().double().reshape(n, m, c, -1)
+        centroids, spreads, used = {}, {}, []
+        for j in range(m):
+            if not present[:, j].any():
+                continue
+            vectors = x[present[:, j], j].transpose(1, 2).reshape(-1, c)  # (samples · positions, C)
+            centroids[j] = vectors.mean(0)
+            spreads[j] = (vectors - centroids[j]).pow(2).sum(1).mean().sqrt().item()
+            used.append(j)
+    assert len(used) >= 2, f"the gap needs at least two modalities with a present sample, got {len(used)}"
+    distances = np.full((m, m), np.nan)
+    pair_distances = []
+    for a in used:
+        for b in used:
+            distances[a, b] = (centroids[a] - centroids[b]).norm().item()
+            if a < b:
+                pair_distances.append(distances[a, b])
+    mean_distance = float(np.mean(pair_distances))
+    mean_spread = float(np.mean([spreads[j] for j in used]))
+    if mean_spread == 0:
+        gap = 0.0 if mean_distance == 0 else float("inf")
+    else:
+        gap = mean_distance / mean_spread
+    return (gap, distances) if return_distances else gap
+
+
+def linear_probe_accuracy(features, labels, seed: int = 0, test_size: float = 0.3) -> float:
+    """Held-out accuracy of a logistic-regression probe predicting the modality from a feature vector.
+
+    ``features`` (n, d), ``labels`` (n,) modality indices. A stratified train/test split (``test_size``,
+    ``seed``), features standardised on the training part, then scikit-learn's LogisticRegression. Chance
+    is 1 / (number of modalities): a well-aligned latent space should be near it, a gapped one near 1.
+    """
+    # imported here: the losses above are used in training loops that have no use for scikit-learn
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import train_test_split
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    features, labels = np.asarray(features), np.asarray(labels)
+    assert features.ndim == 2, f"features must be (n, d), got shape {features.shape}"
+    assert labels.shape == (features.shape[0],), \
+        f"labels must be (n,) = ({features.shape[0]},), got shape {labels.shape}"
+    _, counts = np.unique(labels, return_counts=True)
+    assert len(counts) >= 2 and counts.min() >= 2, \
+        f"a stratified split needs at least two classes with at least two samples each, got counts {counts.tolist()}"
+    x_train, x_test, y_train, y_test = train_test_split(
+        features, labels, test_size=test_size, random_state=seed, stratify=labels)
+    probe = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000))
+    probe.fit(x_train, y_train)
+    return float(probe.score(x_test, y_test))

@@ -1,0 +1,171 @@
+"""Mind the Gap (arXiv 2409.19366): the P_mix alignment losses and the gap measures, on tensors small
+enough to check by hand. Latents are (N, M, C, *spatial); most tests use C = 1 and one position."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from mmkd_helpers.constants import MODALITIES
+from mmkd_helpers.losses.pmix import (gaussian_kl_standard_normal, linear_probe_accuracy, modality_gap,
+                                      paper_reported_weights, pmix_mixture_loss, pmix_modality_loss,
+                                      pmix_normal_loss, pmix_weights, reparameterise)
+
+
+def latents_of(values):
+    """(N, M) nested list of scalars -> latents (N, M, C=1, 1 position), requiring grad."""
+    return torch.tensor(values, dtype=torch.float64)[..., None, None].requires_grad_()
+
+
+# -- P^N_mix -----------------------------------------------------------------------------------------------
+def test_kl_to_the_standard_normal_matches_the_closed_form_by_hand():
+    zero = torch.zeros(3)
+    assert gaussian_kl_standard_normal(zero, zero).item() == pytest.approx(0.0, abs=1e-7)
+    # μ = 1, σ² = 1: ½ (1 + 1 − 0 − 1) = 0.5
+    assert gaussian_kl_standard_normal(torch.ones(3), zero).item() == pytest.approx(0.5, rel=1e-6)
+    # μ = 0, σ² = 4: ½ (4 − log 4 − 1) ≈ 0.8069
+    by_hand = 0.5 * (4 - math.log(4) - 1)
+    assert gaussian_kl_standard_normal(zero, torch.full((3,), math.log(4))).item() == pytest.approx(by_hand, rel=1e-6)
+    # the reduction is the mean over elements: the three cases above side by side
+    mean = torch.tensor([0.0, 1.0, 0.0])
+    logvar = torch.tensor([0.0, 0.0, math.log(4)])
+    assert gaussian_kl_standard_normal(mean, logvar).item() == pytest.approx((0 + 0.5 + by_hand) / 3, rel=1e-6)
+
+
+def test_reparameterise_is_mean_plus_std_times_noise_and_differentiable():
+    mean = torch.tensor([1.0, -2.0], requires_grad=True)
+    logvar = torch.full((2,), math.log(4.0), requires_grad=True)  # σ = 2
+    eps = torch.randn(2, generator=torch.Generator().manual_seed(3))
+    z = reparameterise(mean, logvar, generator=torch.Generator().manual_seed(3))
+    assert z.tolist() == pytest.approx((mean.detach() + 2 * eps).tolist(), rel=1e-6)
+    z.sum().backward()
+    assert mean.grad.tolist() == [1.0, 1.0]
+    assert logvar.grad.tolist() == pytest.approx(eps.tolist(), rel=1e-6)  # d/dlogvar of e^{lv/2} ε = ½ · 2 · ε
+
+
+def test_pmix_normal_loss_averages_over_present_modalities_only():
+    means = latents_of([[1.0, 3.0]])  # KLs 0.5 and ½ · 9 = 4.5 at logvar 0
+    logvars = torch.zeros_like(means)
+    assert pmix_normal_loss(means, logvars).item() == pytest.approx((0.5 + 4.5) / 2)
+    assert pmix_normal_loss(means, logvars, present=torch.tensor([[True, False]])).item() == pytest.approx(0.5)
+    none = pmix_normal_loss(means, logvars, present=torch.tensor([[False, False]]))
+    assert none.item() == 0.0 and none.requires_grad
+
+
+# -- P^k_mix -----------------------------------------------------------------------------------------------
+def test_the_anchor_gets_no_gradient_when_detached_and_some_otherwise():
+    latents = latents_of([[0.0, 2.0]])  # anchor 0: MSE (2 − 0)² = 4
+    loss = pmix_modality_loss(latents, anchor=0)
+    assert loss.item() == pytest.approx(4.0)
+    loss.backward()
+    assert latents.grad[0, :, 0, 0].tolist() == [0.0, 4.0]  # d/dZ1 (Z1 − Z0)² = 2 · 2
+    latents.grad = None
+    pmix_modality_loss(latents, anchor=0, detach_anchor=False).backward()
+    assert latents.grad[0, :, 0, 0].tolist() == [-4.0, 4.0]
+
+
+def test_pmix_modality_ignores_absent_modalities_per_sample():
+    latents = latents_of([[0.0, 2.0, 10.0],    # modality 2 absent: only (1 → 0): 4
+                          [0.0, 1.0, 3.0],     # all present: 1 and 9
+                          [100.0, 0.0, 5.0],   # the anchor is absent: nothing
+                          [0.0, 50.0, 50.0]])  # only the anchor present: nothing
+    present = torch.tensor([[True, True, False], [True, True, True], [False, True, True], [True, False, False]])
+    assert pmix_modality_loss(latents, 0, present).item() == pytest.approx((4 + 1 + 9) / 3)
+    assert pmix_modality_loss(latents, 0).item() != pytest.approx((4 + 1 + 9) / 3)
+    none = pmix_modality_loss(latents, 0, present=torch.tensor([[False, True, True]] * 4))
+    assert none.item() == 0.0 and none.requires_grad
+    with pytest.raises(AssertionError, match="anchor"):
+        pmix_modality_loss(latents, 3)
+    with pytest.raises(AssertionError, match="present"):
+        pmix_modality_loss(latents, 0, present=torch.ones(4, 2, dtype=torch.bool))
+
+
+# -- P*_mix ------------------------------------------------------------------------------------------------
+def test_the_weights_are_a_softmax_and_the_paper_values_are_not():
+    w = pmix_weights(torch.tensor([0.0, math.log(3.0)]))
+    assert w.tolist() == pytest.approx([0.25, 0.75])  # e^0 : e^{log 3} = 1 : 3
+    w4 = pmix_weights(torch.randn(5, 4, generator=torch.Generator().manual_seed(0)))
+    assert w4.sum(-1).tolist() == pytest.approx([1.0] * 5) and bool((w4 > 0).all())
+    paper = paper_reported_weights()
+    assert tuple(paper) == MODALITIES and paper["t1ce"] == 2.2055 and paper["flair"] == 0.3055
+    assert sum(paper.values()) == pytest.approx(4.1846)  # not a softmax output
+
+
+def test_paper_and_code_forms_on_two_one_dimensional_modalities():
+    latents = latents_of([[0.0, 2.0]])
+    w = torch.tensor([0.25, 0.75], dtype=torch.float64)
+    # paper, k = 0: 0.25 · 0 + 0.75 · (2 − 0)² = 3; k = 1: 0.25 · 4 + 0.75 · 0 = 1
+    assert pmix_mixture_loss(latents, w, "paper", anchor=0).item() == pytest.approx(3.0)
+    assert pmix_mixture_loss(latents, w, "paper", anchor=1).item() == pytest.approx(1.0)
+    # code: P = 0.25 · 0 + 0.75 · 2 = 1.5; mean of (0 − 1.5)² and (2 − 1.5)² = (2.25 + 0.25) / 2
+    assert pmix_mixture_loss(latents, w, "code").item() == pytest.approx(1.25)
+    with pytest.raises(AssertionError, match="anchor"):
+        pmix_mixture_loss(latents, w, "paper")
+    with pytest.raises(AssertionError, match="anchor"):
+        pmix_mixture_loss(latents, w, "code", anchor=0)
+    with pytest.raises(AssertionError, match="form"):
+        pmix_mixture_loss(latents, w, "other")
+    with pytest.raises(AssertionError, match="non-negative"):
+        pmix_mixture_loss(latents, torch.tensor([-1.0, 2.0], dtype=torch.float64), "code")
+
+
+def test_the_code_form_renormalises_over_each_samples_present_modalities():
+    latents = latents_of([[0.0, 2.0, 4.0],     # all present: P = 0 + 0.5 + 2 = 2.5 -> (6.25 + 0.25 + 2.25) / 3
+                          [0.0, 2.0, 100.0]])  # modality 2 absent: w̃ = (½, ½), P = 1 -> (1 + 1) / 2
+    present = torch.tensor([[True, True, True], [True, True, False]])
+    w = torch.tensor([0.25, 0.25, 0.5], dtype=torch.float64)
+    by_hand = (8.75 / 3 + 1.0) / 2
+    assert pmix_mixture_loss(latents, w, "code", present=present).item() == pytest.approx(by_hand)
+    # the paper form, k = 0: sample 1 gives 0.25 · 4 + 0.5 · 16 = 9, sample 2 0.25 · 4 = 1 (no renormalising)
+    assert pmix_mixture_loss(latents, w, "paper", anchor=0, present=present).item() == pytest.approx(5.0)
+
+
+def test_the_weights_learn_through_a_detached_target_paper_toward_the_anchor_code_toward_uniform():
+    latents = latents_of([[0.0, 2.0]])
+    raw = torch.zeros(2, dtype=torch.float64, requires_grad=True)
+    # L = w1 · 4 with w = softmax(raw) = (½, ½): dL/draw1 = 4 w1 (1 − w1) = 1, dL/draw0 = −4 w0 w1 = −1
+    pmix_mixture_loss(latents, pmix_weights(raw), "paper", anchor=0).backward()
+    assert raw.grad.tolist() == pytest.approx([-1.0, 1.0])  # descent moves the mass onto the anchor
+    assert latents.grad[0, 0].item() == 0.0  # the anchor's features are detached
+    # code form: at uniform weights P = 1 is the plain mean, where L = ½ Σ_m (Z_m − P)² is stationary in P
+    raw.grad = None
+    pmix_mixture_loss(latents, pmix_weights(raw), "code").backward()
+    assert raw.grad.tolist() == pytest.approx([0.0, 0.0], abs=1e-12)
+    # at w = (¼, ¾): P = 2 w1 = 1.5, dL/dP = (P − 0) + (P − 2) = 1, dP/draw1 = 2 w0 w1 = 0.375
+    raw = torch.tensor([0.0, math.log(3.0)], dtype=torch.float64, requires_grad=True)
+    latents.grad = None
+    pmix_mixture_loss(latents, pmix_weights(raw), "code").backward()
+    assert raw.grad.tolist() == pytest.approx([-0.375, 0.375])  # descent pulls the weights back to uniform
+    assert latents.grad[0, :, 0, 0].tolist() == pytest.approx([-1.5, 0.5])  # target detached: dL/dZ_m = Z_m − P
+
+
+# -- measuring the gap -------------------------------------------------------------------------------------
+def test_modality_gap_by_hand_and_on_random_clusters():
+    # modality 0 at {−1, 1}, modality 1 at {9, 11}: centroids 0 and 10, spreads 1 -> gap 10
+    latents = torch.tensor([[[-1.0], [9.0]], [[1.0], [11.0]]])[..., None]  # (N=2, M=2, C=1, 1)
+    gap, distances = modality_gap(latents, return_distances=True)
+    assert gap == pytest.approx(10.0) and distances.tolist() == [[0.0, 10.0], [10.0, 0.0]]
+
+    generator = torch.Generator().manual_seed(0)
+    one = torch.randn(64, 1, 4, 8, generator=generator)
+    assert modality_gap(one.expand(64, 4, 4, 8)) == pytest.approx(0.0, abs=1e-9)  # identical copies
+    same = torch.randn(64, 4, 4, 8, generator=generator)  # independent draws from one distribution
+    assert modality_gap(same) < 0.2
+    offsets = 10 * torch.eye(4)[None, :, :, None]  # modality m shifted by 10 along channel m
+    assert modality_gap(same + offsets) > 3.0
+    # an absent modality is left out: its row is NaN
+    present = torch.tensor([[True, True, True, False]] * 64)
+    _, distances = modality_gap(same + offsets, present=present, return_distances=True)
+    assert np.isnan(distances[3]).all() and distances[0, 1] == pytest.approx(10 * math.sqrt(2), rel=0.05)
+
+
+def test_linear_probe_accuracy_is_high_for_gapped_features_and_chance_for_aligned_ones():
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(4), 200)
+    noise = rng.normal(size=(800, 8))
+    separable = noise + 5 * np.eye(8)[labels]
+    assert linear_probe_accuracy(separable, labels) > 0.95
+    assert linear_probe_accuracy(noise, labels) < 0.4  # chance 0.25, test set of 240
+    with pytest.raises(AssertionError, match="labels"):
+        linear_probe_accuracy(noise, labels[:10])
