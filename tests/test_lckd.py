@@ -330,5 +330,7 @@ def test_feature_distance_by_pair():
     row = table[(table.teacher == "T2") & (table.student == "T1")].iloc[0]
     assert row.l1 == pytest.approx((f[:, T2] - f[:, T1]).abs().mean().item(), rel=1e-5)
     assert row.mse == pytest.approx((f[:, T2] - f[:, T1]).square().mean().item(), rel=1e-5)
+    scale = 0.5 * (f[:, T2].abs().mean() + f[:, T1].abs().mean()).item()
+    assert row.relative_l1 == pytest.approx(row.l1 / scale, rel=1e-5)
     from_volumes = feature_distance(model, toy_volumes(2, seed=0), [T1CE], roi_size=ROI, n_patches=2)
     assert len(from_volumes) == 3 and (from_volumes.l1 > 0).all()

@@ -144,7 +144,9 @@ def feature_distance(model, data, teachers, roi_size=None, n_patches: int = 8, s
     ``roi_size`` are drawn (centred on tumour voxels, seeded). Returns a DataFrame with one row per
     (teacher, other modality): ``l1`` = the Eq. 4 pair term with p=1 (mean |f_t - f_s|), ``mse`` = the
     pair term with p=2 (mean (f_t - f_s)^2), ``cosine`` = cosine similarity of the flattened features,
-    averaged over patches. LCKD (Wang et al., MICCAI 2023) Eq. 4 should shrink ``l1`` for the students.
+    averaged over patches. LCKD (Wang et al., MICCAI 2023) Eq. 4 should shrink ``l1`` for the students --
+    but it can also do so by shrinking every feature, so ``relative_l1`` divides ``l1`` by the features'
+    mean magnitude (mean |f_t| and mean |f_s|, averaged): a change of scale leaves it, and ``cosine``, alone.
     """
     import pandas as pd
 
@@ -163,10 +165,11 @@ def feature_distance(model, data, teachers, roi_size=None, n_patches: int = 8, s
             pair = torch.zeros(n, m, dtype=torch.bool)
             pair[:, [t, s]] = True
             cosine = torch.nn.functional.cosine_similarity(features[:, t].flatten(1), features[:, s].flatten(1), dim=1)
-            rows.append({"teacher": MODALITY_NAMES[t], "student": MODALITY_NAMES[s],
-                         "l1": cross_modal_kd_loss(features, pair, [t], p=1).item(),
+            l1 = cross_modal_kd_loss(features, pair, [t], p=1).item()
+            scale = 0.5 * (features[:, t].abs().mean() + features[:, s].abs().mean()).item()
+            rows.append({"teacher": MODALITY_NAMES[t], "student": MODALITY_NAMES[s], "l1": l1,
                          "mse": cross_modal_kd_loss(features, pair, [t], p=2).item(),
-                         "cosine": cosine.mean().item()})
+                         "relative_l1": l1 / scale if scale > 0 else 0.0, "cosine": cosine.mean().item()})
     return pd.DataFrame(rows)
 
 
