@@ -58,9 +58,10 @@ def _early_fusion(*modalities) -> dict:
 # pixel KD only and ProtoKD, each at half the budget (14 single-modality runs had to fit a CPU day), so the
 # students compare among themselves.
 RUNS["protokd_teacher"] = {"method": "baseline", "options": {}, "changes": _early_fusion(*MODALITIES)}
-_STUDENT = {"teacher": "protokd_teacher", "step_fraction": 1 / 2}
+_HALF = {"step_fraction": 1 / 2}
+_STUDENT = {"teacher": "protokd_teacher", **_HALF}
 for _m in MODALITIES:
-    RUNS[f"unimodal_{_m}"] = {"method": "baseline", "options": {}, "changes": _early_fusion(_m), "step_fraction": 1 / 2}
+    RUNS[f"unimodal_{_m}"] = {"method": "baseline", "options": {}, "changes": _early_fusion(_m), **_HALF}
     RUNS[f"pixelkd_{_m}"] = {"method": "protokd", "options": {"beta": 0.0}, "changes": _early_fusion(_m), **_STUDENT}
     RUNS[f"protokd_{_m}"] = {"method": "protokd", "options": {}, "changes": _early_fusion(_m), **_STUDENT}
 # ProtoKD's Tables 2 and 3 on T1: prototype KD only; intra-class similarities only.

@@ -180,18 +180,12 @@ def cmd_train(args) -> int:
 
 
 def load_run(checkpoint, device="cpu"):
-    """(model, course config, saved config dict) of a training checkpoint."""
-    import torch
-
+    """(model, course config, saved config dict) of a training checkpoint written by ``mmkd train``."""
     from .course import CourseConfig
-    from .models import build_model
+    from .training import load_trained_model
 
-    state = torch.load(checkpoint, map_location="cpu", weights_only=True)
-    saved = state["config"]
-    config = CourseConfig.from_dict(saved["course"])
-    model = build_model(config.model)
-    model.load_state_dict(state["model"])
-    return model.to(device).eval(), config, saved
+    model, saved = load_trained_model(checkpoint, device)
+    return model, CourseConfig.from_dict(saved["course"]), saved
 
 
 def cmd_evaluate(args) -> int:
@@ -200,8 +194,6 @@ def cmd_evaluate(args) -> int:
     from .fileio import atomic_path
     from .training import resolve_device
 
-    if not args.checkpoint.exists():
-        raise FileNotFoundError(f"{args.checkpoint}: no such checkpoint")
     model, config, saved = load_run(args.checkpoint, resolve_device(args.device))
     data_dir = args.data or (Path(saved["data"]) if saved["data"] else ensure_phantom(config))
     data = load_data(data_dir, config, progress=sys.stderr.isatty())
@@ -216,7 +208,7 @@ def cmd_evaluate(args) -> int:
     with atomic_path(args.out) as tmp:
         results.to_csv(tmp, index=False)
     print(dice_table({saved["method"]: results}).round(1).to_string())
-    print(f"{len(cases)} cases x 15 combinations -> {args.out}")
+    print(f"{len(cases)} cases x {results.combination.nunique()} combinations -> {args.out}")
 
 
 def cmd_checkpoints(args) -> int:

@@ -100,20 +100,28 @@ def fill_missing(features: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
     return torch.where(weight.bool(), features, mean)
 
 
+def unet_layers(config: ModelConfig, in_channels: int, streams: int):
+    """(encoder, upsample, decoder, head) of a UNet whose encoder runs on ``streams`` inputs of
+    ``in_channels`` channels each, concatenated at every level before decoding: 4 streams of 1 channel for
+    the shared-encoder model, 1 stream of the stacked modalities for early fusion."""
+    d, ch = config.spatial_dims, config.channels
+    encoder = nn.ModuleList(
+        [conv_block(d, in_channels, ch[0])] + [conv_block(d, ch[i - 1], ch[i], stride=2) for i in range(1, len(ch))])
+    up = (nn.ConvTranspose2d, nn.ConvTranspose3d)[d - 2]
+    upsample = nn.ModuleList(  # only the bottleneck arrives as concatenated streams; deeper decoder outputs are one
+        [up(streams * ch[i + 1] if i == len(ch) - 2 else ch[i + 1], ch[i], 2, stride=2) for i in range(len(ch) - 1)])
+    decoder = nn.ModuleList([conv_block(d, ch[i] + streams * ch[i], ch[i]) for i in range(len(ch) - 1)])
+    head = (nn.Conv2d, nn.Conv3d)[d - 2](ch[0], config.out_channels, 1)
+    return encoder, upsample, decoder, head
+
+
 class SharedEncoderUNet(nn.Module):
     """UNet with one modality-shared encoder, mean-feature generation and a concatenating decoder."""
 
     def __init__(self, config: ModelConfig = ModelConfig()):
         super().__init__()
         self.config = config
-        d, m, ch = config.spatial_dims, config.num_modalities, config.channels
-        self.encoder = nn.ModuleList(
-            [conv_block(d, 1, ch[0])] + [conv_block(d, ch[i - 1], ch[i], stride=2) for i in range(1, len(ch))])
-        up = (nn.ConvTranspose2d, nn.ConvTranspose3d)[d - 2]
-        self.upsample = nn.ModuleList(
-            [up(m * ch[i + 1] if i == len(ch) - 2 else ch[i + 1], ch[i], 2, stride=2) for i in range(len(ch) - 1)])
-        self.decoder = nn.ModuleList([conv_block(d, ch[i] + m * ch[i], ch[i]) for i in range(len(ch) - 1)])
-        self.head = (nn.Conv2d, nn.Conv3d)[d - 2](ch[0], config.out_channels, 1)
+        self.encoder, self.upsample, self.decoder, self.head = unet_layers(config, 1, config.num_modalities)
 
     def encode(self, image: torch.Tensor, present: torch.Tensor) -> list:
         """Per-modality features at every level, each (N, M, C, *spatial); missing inputs are zeroed."""
@@ -170,14 +178,8 @@ class EarlyFusionUNet(nn.Module):
         super().__init__()
         assert config.fusion == "early", "EarlyFusionUNet needs ModelConfig(fusion='early')"
         self.config = config
-        d, ch = config.spatial_dims, config.channels
         self.channel_index = [MODALITIES.index(m) for m in config.input_modalities]
-        self.encoder = nn.ModuleList([conv_block(d, len(self.channel_index), ch[0])]
-                                     + [conv_block(d, ch[i - 1], ch[i], stride=2) for i in range(1, len(ch))])
-        up = (nn.ConvTranspose2d, nn.ConvTranspose3d)[d - 2]
-        self.upsample = nn.ModuleList([up(ch[i + 1], ch[i], 2, stride=2) for i in range(len(ch) - 1)])
-        self.decoder = nn.ModuleList([conv_block(d, 2 * ch[i], ch[i]) for i in range(len(ch) - 1)])
-        self.head = (nn.Conv2d, nn.Conv3d)[d - 2](ch[0], config.out_channels, 1)
+        self.encoder, self.upsample, self.decoder, self.head = unet_layers(config, len(self.channel_index), 1)
 
     def forward(self, image: torch.Tensor, present: torch.Tensor | None = None,
                 bottleneck_scale: torch.Tensor | None = None) -> ModelOutput:

@@ -25,16 +25,9 @@ def load_teacher(source, device="cpu"):
     if isinstance(source, torch.nn.Module):
         model = source
     elif isinstance(source, (str, Path)) and Path(source).suffix == ".pt":
-        from ..models import build_model
+        from ..training import load_trained_model
 
-        path = Path(source)
-        if not path.exists():
-            raise FileNotFoundError(f"{path}: no teacher checkpoint there")
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        if not isinstance(state, dict) or "model" not in state or "model" not in state.get("config", {}):
-            raise ValueError(f"{path}: not a training checkpoint of this package (no model and model config)")
-        model = build_model(state["config"]["model"])
-        model.load_state_dict(state["model"])
+        model, _ = load_trained_model(source)
     elif isinstance(source, str):
         from ..checkpoints import load_pretrained
 
