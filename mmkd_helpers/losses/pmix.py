@@ -79,8 +79,13 @@ def gaussian_kl_standard_normal(mean: torch.Tensor, logvar: torch.Tensor) -> tor
       the log term is missing and a log-variance is used as a variance, so it is neither this KL nor a
       Gaussian NLL (and it is unbounded below for v < 0).
     """
+    return _gaussian_kl(mean, logvar).mean()
+
+
+def _gaussian_kl(mean: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """The element-wise KL of :func:`gaussian_kl_standard_normal`, before any reduction."""
     assert mean.shape == logvar.shape, f"mean {tuple(mean.shape)} and logvar {tuple(logvar.shape)} differ in shape"
-    return (0.5 * (mean.pow(2) + logvar.exp() - logvar - 1.0)).mean()
+    return 0.5 * (mean.pow(2) + logvar.exp() - logvar - 1.0)
 
 
 def reparameterise(mean: torch.Tensor, logvar: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -104,7 +109,7 @@ def pmix_normal_loss(means: torch.Tensor, logvars: torch.Tensor, present=None) -
     assert means.shape == logvars.shape, \
         f"means {tuple(means.shape)} and logvars {tuple(logvars.shape)} differ in shape"
     present = _present_mask(present, means)
-    kl = (0.5 * (means.pow(2) + logvars.exp() - logvars - 1.0)).flatten(2).mean(-1)  # (N, M)
+    kl = _gaussian_kl(means, logvars).flatten(2).mean(-1)  # (N, M)
     return _masked_mean(kl, present, means)
 
 
