@@ -14,6 +14,10 @@ The official backbone is a 44 M-parameter WS-ResNet-50 + ASPP; the course uses a
 shape (shared encoder, concatenating decoder) whose width and depth are parameters, ~0.5 M parameters at
 ``base_channels=8, depth=4`` so it trains on a laptop CPU.
 
+``latent="gaussian"`` adds two 1×1 convolutions at the bottleneck, shared by the modalities like the
+encoder, that predict a mean and a log-variance per modality; the bottleneck feature is a reparameterised
+sample in training and the mean in evaluation (a VAE's encoder, for Mind the Gap's P^N_mix anchor).
+
 ``fusion="early"`` builds :class:`EarlyFusionUNet` instead: the same blocks, but the ``input_modalities``
 are stacked as the channels of one input (ProtoKD's teacher takes all four, its students one each). The
 official ProtoKD backbone is a 9.4 M-parameter VNet (methods_spec §4.1); the course keeps one UNet family
@@ -29,6 +33,7 @@ from .constants import CLASS_LABELS, MODALITIES, NUM_MODALITIES, REGIONS
 
 HEADS = {"regions": len(REGIONS), "classes": len(CLASS_LABELS)}
 FUSIONS = ("shared", "early")
+LATENTS = ("deterministic", "gaussian")
 
 
 @dataclass(frozen=True)
@@ -41,12 +46,16 @@ class ModelConfig:
     fill_skips: str = "zero"  # "zero" (official code) or "mean" (Eq. 5 applied at every level)
     fusion: str = "shared"  # "shared": one encoder per modality (LCKD/MetaKD); "early": modalities as channels
     input_modalities: tuple = MODALITIES  # early fusion only: the modalities stacked as input channels
+    latent: str = "deterministic"  # "gaussian": mean / log-variance heads at the bottleneck (Mind the Gap's P^N_mix)
 
     def __post_init__(self):
         object.__setattr__(self, "input_modalities", tuple(self.input_modalities))  # a list after JSON
         assert self.head in HEADS, f"head must be one of {list(HEADS)}, got {self.head!r}"
         assert self.fill_skips in ("zero", "mean"), f"fill_skips must be 'zero' or 'mean', got {self.fill_skips!r}"
         assert self.fusion in FUSIONS, f"fusion must be one of {FUSIONS}, got {self.fusion!r}"
+        assert self.latent in LATENTS, f"latent must be one of {LATENTS}, got {self.latent!r}"
+        assert self.latent == "deterministic" or self.fusion == "shared", \
+            "a gaussian latent needs per-modality latents: fusion='shared'"
         assert self.input_modalities and set(self.input_modalities) <= set(MODALITIES[:self.num_modalities]), \
             f"input_modalities must be a non-empty subset of {MODALITIES[:self.num_modalities]}, got {self.input_modalities}"
         assert self.spatial_dims in (2, 3) and self.depth >= 2 and self.base_channels >= 1
@@ -70,6 +79,8 @@ class ModelOutput:
     fused: torch.Tensor  # (N, M, C, *spatial) bottleneck after missing-feature generation
     present: torch.Tensor  # (N, M) bool
     decoded: torch.Tensor | None = None  # (N, C0, *spatial) last decoder features, at label resolution (ProtoKD)
+    latent_mean: torch.Tensor | None = None  # gaussian latent: (N, M, C, *spatial) μ of each modality's bottleneck
+    latent_logvar: torch.Tensor | None = None  # gaussian latent: log σ² of the same
 
     @property
     def bottleneck(self) -> torch.Tensor:
@@ -122,6 +133,19 @@ class SharedEncoderUNet(nn.Module):
         super().__init__()
         self.config = config
         self.encoder, self.upsample, self.decoder, self.head = unet_layers(config, 1, config.num_modalities)
+        if config.latent == "gaussian":
+            conv = (nn.Conv2d, nn.Conv3d)[config.spatial_dims - 2]
+            self.latent_mean = conv(config.channels[-1], config.channels[-1], 1)
+            self.latent_logvar = conv(config.channels[-1], config.channels[-1], 1)
+
+    def gaussian_latent(self, bottleneck: torch.Tensor):
+        """(sample, μ, log σ²) of the per-modality bottleneck (N, M, C, *spatial); the sample is μ in eval mode."""
+        from .losses.pmix import reparameterise
+
+        flat = bottleneck.flatten(0, 1)
+        mean = self.latent_mean(flat).view_as(bottleneck)
+        logvar = self.latent_logvar(flat).view_as(bottleneck)
+        return (reparameterise(mean, logvar) if self.training else mean), mean, logvar
 
     def encode(self, image: torch.Tensor, present: torch.Tensor) -> list:
         """Per-modality features at every level, each (N, M, C, *spatial); missing inputs are zeroed."""
@@ -159,11 +183,14 @@ class SharedEncoderUNet(nn.Module):
         size = 2 ** (self.config.depth - 1)
         assert all(s % size == 0 for s in image.shape[2:]), f"spatial size {tuple(image.shape[2:])} must divide by {size}"
         features = self.encode(image, present)
+        mean = logvar = None
+        if self.config.latent == "gaussian":
+            features[-1], mean, logvar = self.gaussian_latent(features[-1])
         fused = fill_missing(features[-1], present)
         if bottleneck_scale is not None:
             fused = fused * bottleneck_scale.view(*bottleneck_scale.shape, *([1] * (fused.dim() - 2)))
         decoded = self.decode(features, fused, present)
-        return ModelOutput(self.head(decoded), features, fused, present, decoded)
+        return ModelOutput(self.head(decoded), features, fused, present, decoded, mean, logvar)
 
 
 class EarlyFusionUNet(nn.Module):

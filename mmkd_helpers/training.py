@@ -147,7 +147,8 @@ class Trainer:
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp and self.amp_dtype == torch.float16)
         self.step, self.history = 0, []
         self.method.setup(self)
-        self.optimizer = make_optimizer([p for p in self.model.parameters() if p.requires_grad], config)
+        self.optimizer = make_optimizer([p for p in self.model.parameters() if p.requires_grad]
+                                        + list(self.method.parameters()), config)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda step: lr_factor(step, config.steps, config.schedule))
         self.train_model = self.model
@@ -190,6 +191,7 @@ class Trainer:
                 loss = sum(terms.values())
             self.optimizer.zero_grad(set_to_none=True)
             self.scaler.scale(loss).backward()
+            self.average_method_gradients()
             if self.config.grad_clip:
                 self.scaler.unscale_(self.optimizer)
                 torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
@@ -212,6 +214,15 @@ class Trainer:
         bar.close()
         self.save_checkpoint()
         return self.history_frame()
+
+    def average_method_gradients(self) -> None:
+        """Average the gradients of the method's own parameters over processes (DDP averages only the model's)."""
+        if self.world == 1:
+            return
+        for parameter in self.method.parameters():
+            if parameter.grad is not None:
+                torch.distributed.all_reduce(parameter.grad)
+                parameter.grad /= self.world
 
     def history_frame(self):
         import pandas as pd

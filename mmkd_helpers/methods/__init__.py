@@ -3,9 +3,10 @@
 from .base import Hook, Method
 from .lckd import LCKD
 from .metakd import MetaKD
+from .pmix import PMix
 from .protokd import ProtoKD
 
-METHODS = {"baseline": Method, "lckd": LCKD, "metakd": MetaKD, "protokd": ProtoKD}
+METHODS = {"baseline": Method, "lckd": LCKD, "metakd": MetaKD, "protokd": ProtoKD, "pmix": PMix}
 
 
 def build_method(name: str, **options) -> Method:

@@ -2,7 +2,8 @@
 
 A method never copies the training loop. The engine computes the segmentation loss; a method adds named,
 already weighted terms from the model's output (per-modality features, present mask, logits) and may run
-hooks every N steps (teacher election, meta steps) that update its state. Its state is saved in every
+hooks every N steps (teacher election, meta steps) that update its state, and may own parameters that
+the engine's optimiser trains with the model's. Its state is saved in every
 checkpoint, so a resumed run continues exactly.
 """
 
@@ -38,6 +39,12 @@ class Method:
         return {}
 
     def hooks(self) -> list:
+        return []
+
+    def parameters(self) -> list:
+        """Learnable tensors the method owns (Mind the Gap's P*_mix weights), trained jointly with the model
+        by the engine's optimiser. Created in ``__init__`` or ``setup``; ``load_state_dict`` must restore
+        them in place, because the optimiser holds these very tensors."""
         return []
 
     def state_dict(self) -> dict:

@@ -1,0 +1,131 @@
+"""Mind the Gap (Tianyi Liu et al., arXiv 2409.19366) as a plug-in: a teacher aligned to an anchor P_mix.
+
+Stage A of the paper trains a full-modality teacher whose encoder puts every modality in one latent space,
+with L = L_seg + λ·L_align (Eq. 7: the segmentation cross-entropy plus the divergence of each modality's
+latent P(Z_j) to the anchor). This method adds λ·L_align to the engine's segmentation loss; the anchor is
+one of Table IV's:
+
+* ``anchor="none"`` -- no alignment (Table IV's first row; the method adds nothing).
+* ``anchor="normal"`` -- P^N_mix = N(0, 1): KL of each modality's Gaussian to N(0, 1); the model needs the
+  mean / log-variance heads (``ModelConfig(latent="gaussian")``).
+* ``anchor="modality"`` -- P^k_mix: MSE of every Z_j to Z_k, ``modality`` = k (T1ce, Table V).
+* ``anchor="mixture"`` -- P*_mix: learnable weights, softmax of a raw vector owned by this method and
+  trained with the network by the engine's optimiser (the paper: "the teacher is not frozen during
+  training"). ``form="paper"``: Σ_j w_j ‖Z_j − Z_k‖² with k = ``modality``; ``form="code"``: the released
+  draft's pull of every Z_m to Σ_j w_j Z_j.
+
+Stage B (students distilled from the frozen teacher) reuses :class:`~mmkd_helpers.methods.protokd.ProtoKD`:
+``beta=0`` is logit KD in the style of KD-Net, the default is ProtoKD.
+
+Choices the paper leaves open (methods_spec §3.2), each an option:
+
+* ``lam`` (λ, 1.0): not published. 1 puts the alignment term on the scale of the segmentation loss at the
+  start of training on the course's network (measured in notebook 07, where λ is also swept on validation).
+* ``level`` (-1, the bottleneck): which encoder output is Z_j. The draft v2 aligns the first-stage
+  encoder features of RFNet/mmFormer; the course aligns where LCKD and MetaKD distil.
+* ``detach_anchor`` (True): Z_k (P^k, paper form of P*) or the features inside the mixture (code form)
+  carry no gradient, so the anchor stays the chosen modality instead of meeting the others half-way.
+* Test-time rescaling of features by w (the draft's inference rule, absent from its training rule): not
+  done by default; :class:`WeightScaled` evaluates a teacher with it, to show what it does.
+
+The draft's bugs are not copied (see :mod:`mmkd_helpers.losses.pmix`).
+"""
+
+import torch
+
+from ..constants import MODALITIES, NUM_MODALITIES
+from ..losses.pmix import PMIX_FORMS, pmix_mixture_loss, pmix_modality_loss, pmix_normal_loss, pmix_weights
+from .base import Hook, Method
+
+ANCHORS = ("none", "normal", "modality", "mixture")
+
+
+class PMix(Method):
+    """L_seg + λ·L_align toward the anchor P_mix (Mind the Gap, Eq. 7 and Sec. III-B)."""
+
+    name = "pmix"
+
+    def __init__(self, anchor: str = "mixture", lam: float = 1.0, modality: str = "t1ce", form: str = "paper",
+                 detach_anchor: bool = True, level: int = -1, log_every: int = 50):
+        assert anchor in ANCHORS, f"anchor must be one of {ANCHORS}, got {anchor!r}"
+        assert form in PMIX_FORMS, f"form must be one of {PMIX_FORMS}, got {form!r}"
+        assert modality in MODALITIES, f"modality must be one of {MODALITIES}, got {modality!r}"
+        assert lam >= 0 and log_every >= 1
+        assert anchor != "normal" or level == -1, "the Gaussian heads sit at the bottleneck: P^N_mix needs level=-1"
+        self.anchor, self.lam, self.form, self.detach_anchor, self.level = anchor, lam, form, detach_anchor, level
+        self.k = MODALITIES.index(modality)
+        self.log_every = log_every
+        self.options = {"anchor": anchor, "lam": lam, "modality": modality, "form": form,
+                        "detach_anchor": detach_anchor, "level": level, "log_every": log_every}
+        # softmax of zeros: the weights start uniform, so any ranking they end with was learned
+        self.raw = torch.nn.Parameter(torch.zeros(NUM_MODALITIES)) if anchor == "mixture" else None
+
+    def setup(self, trainer) -> None:
+        config = trainer.model.config
+        assert config.fusion == "shared", "alignment needs per-modality latents Z_j: ModelConfig(fusion='shared')"
+        assert self.anchor != "normal" or config.latent == "gaussian", \
+            "P^N_mix needs mean / log-variance heads: ModelConfig(latent='gaussian')"
+        assert -config.depth <= self.level < config.depth, f"level must index one of the {config.depth} encoder levels"
+        if self.raw is not None:  # before the engine builds its optimiser around it
+            self.raw = torch.nn.Parameter(self.raw.detach().to(trainer.device))
+
+    def parameters(self) -> list:
+        return [self.raw] if self.raw is not None else []
+
+    def weights(self) -> torch.Tensor:
+        """The current P*_mix weights (softmax), canonical modality order, on the CPU."""
+        assert self.raw is not None, "only anchor='mixture' has weights"
+        return pmix_weights(self.raw.detach()).cpu()
+
+    def alignment_loss(self, output) -> torch.Tensor:
+        """L_align of the anchor on one model output (unweighted)."""
+        if self.anchor == "normal":
+            return pmix_normal_loss(output.latent_mean.float(), output.latent_logvar.float(), output.present)
+        latents = output.features[self.level].float()
+        if self.anchor == "modality":
+            return pmix_modality_loss(latents, self.k, output.present, self.detach_anchor)
+        anchor = self.k if self.form == "paper" else None
+        return pmix_mixture_loss(latents, pmix_weights(self.raw), self.form, anchor, output.present, self.detach_anchor)
+
+    def loss_terms(self, model, batch: dict, output) -> dict:
+        if self.anchor == "none" or not self.lam:
+            return {}
+        return {"align": self.lam * self.alignment_loss(output)}
+
+    def log_weights(self, trainer=None, step=None) -> dict:
+        return {f"w_{name}": float(w) for name, w in zip(MODALITIES, self.weights())}
+
+    def start(self, trainer) -> dict | None:
+        return self.log_weights() if self.raw is not None else None
+
+    def hooks(self) -> list:
+        return [Hook(self.log_every, self.log_weights, "P*_mix weights")] if self.raw is not None else []
+
+    def state_dict(self) -> dict:
+        return {"raw": self.raw.detach().cpu().clone()} if self.raw is not None else {}
+
+    def load_state_dict(self, state: dict) -> None:
+        if self.raw is not None:
+            with torch.no_grad():  # in place: the optimiser holds this tensor
+                self.raw.copy_(state["raw"].to(self.raw.device))
+
+
+class WeightScaled(torch.nn.Module):
+    """A teacher evaluated with the draft's inference rule: each modality's bottleneck scaled by its weight.
+
+    The released draft (v2, methods_spec §3.1) multiplies every modality's feature by w_m at inference but
+    not in training. Here the scale is M·w_m (M modalities), so uniform weights change nothing; the
+    draft's raw w_m (summing to 1) would shrink every feature M-fold. Missing modalities are still filled
+    with the mean of the present ones before scaling (the course's Eq. 5), so this isolates the scaling.
+    """
+
+    def __init__(self, model: torch.nn.Module, weights):
+        super().__init__()
+        self.model, self.config = model, model.config
+        weights = torch.as_tensor(weights, dtype=torch.float32)
+        assert weights.shape == (model.config.num_modalities,) and bool((weights >= 0).all()), \
+            f"weights must be {model.config.num_modalities} non-negative numbers, got {weights.tolist()}"
+        self.register_buffer("scale", weights / weights.sum() * len(weights))
+
+    def forward(self, image: torch.Tensor, present: torch.Tensor | None = None):
+        return self.model(image, present, bottleneck_scale=self.scale.to(image.device))
