@@ -71,23 +71,23 @@ RUNS["protokd_t1_intra"] = {"method": "protokd", "options": {"inter_class": Fals
                             **_STUDENT}
 
 # Mind the Gap (its Tables IV and I): full-modality teachers of the course's shared-encoder family (their
-# per-modality latents are what gets aligned) with a 4-class head for the students, each with one anchor;
-# then students distilled from each teacher, on the students' budget of ProtoKD's runs above.
+# per-modality latents are what gets aligned) with a 4-class head for the students, one per anchor; then a
+# student per modality, on ProtoKD's student budget: logit KD in KD-Net's style (ProtoKD's Eq. 1 alone) from
+# every teacher, and ProtoKD from the teacher without alignment and from the paper's best anchor P*_mix.
 PMIX_TEACHERS = {"none": {"anchor": "none"}, "normal": {"anchor": "normal"},
                  "t1ce": {"anchor": "modality", "modality": "t1ce"}, "mixture": {"anchor": "mixture"}}
 for _anchor, _options in PMIX_TEACHERS.items():
     RUNS[f"pmix_teacher_{_anchor}"] = {
         "method": "pmix", "options": _options, "changes": {
             "model": {"head": "classes", "latent": "gaussian" if _anchor == "normal" else "deterministic"},
-            "drop_policy": "none"}}
-    for _m in MODALITIES:  # logit KD in KD-Net's style (ProtoKD's Eq. 1 alone) from every teacher
-        RUNS[f"pmix_kdnet_{_anchor}_{_m}"] = {"method": "protokd", "options": {"beta": 0.0},
-                                              "changes": _early_fusion(_m), "teacher": f"pmix_teacher_{_anchor}",
-                                              **_HALF}
-for _anchor in ("none", "mixture"):  # ProtoKD students without and with the paper's best anchor
-    for _m in MODALITIES:
-        RUNS[f"pmix_protokd_{_anchor}_{_m}"] = {"method": "protokd", "options": {}, "changes": _early_fusion(_m),
-                                                "teacher": f"pmix_teacher_{_anchor}", **_HALF}
+            "drop_policy": "none", "train": {"optimizer": "adamw"}}}
+PMIX_RECIPES = {"kdnet": ({"beta": 0.0}, tuple(PMIX_TEACHERS)), "protokd": ({}, ("none", "mixture"))}
+for _recipe, (_options, _anchors) in PMIX_RECIPES.items():
+    for _anchor in _anchors:
+        for _m in MODALITIES:
+            RUNS[f"pmix_{_recipe}_{_anchor}_{_m}"] = {"method": "protokd", "options": _options,
+                                                      "changes": _early_fusion(_m),
+                                                      "teacher": f"pmix_teacher_{_anchor}", **_HALF}
 """Name -> method, options, changes to the course configuration (ProtoKD's networks), teacher run, and a
 fraction of the course's step budget where it is not all of it, of every shipped checkpoint. All use the
 course configuration otherwise, so their tables compare like with like."""
@@ -105,7 +105,7 @@ def run_config(name: str, config=None):
     changes = dict(run.get("changes", {}))
     model = replace(config.model, **changes.pop("model", {}))
     fraction = run.get("step_fraction", 1)
-    train = replace(config.train, steps=max(1, round(config.train.steps * fraction)))
+    train = replace(config.train, steps=max(1, round(config.train.steps * fraction)), **changes.pop("train", {}))
     return replace(config, model=model, train=train, **changes)
 
 

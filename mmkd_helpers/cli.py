@@ -65,10 +65,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="early fusion: the input modalities, e.g. t1 (a student) or flair,t1,t1ce,t2 (a teacher)")
     p.add_argument("--head", choices=["regions", "classes"], default=None,
                    help="regions: ET/TC/WT sigmoids (default); classes: 4-class softmax (ProtoKD)")
+    p.add_argument("--latent", choices=["deterministic", "gaussian"], default=None,
+                   help="gaussian: mean / log-variance heads at the bottleneck (Mind the Gap's P^N_mix teacher)")
     p.add_argument("--drop-policy", default=None, help="uniform15 | keep1to3 | keep1to4 | none")
     p.add_argument("--val-fraction", type=float, default=None, help="share of the training cases held out (0.2)")
     p.add_argument("--test-fraction", type=float, default=None, help="share of all cases held out for testing (0.2)")
     p.add_argument("--lr", type=float, default=None)
+    p.add_argument("--optimizer", choices=["adam", "adamw", "sgd"], default=None,
+                   help="adam (the course's), adamw (decoupled weight decay: Mind the Gap's teachers), sgd")
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--checkpoint-every", type=int, default=None)
     p.add_argument("--workers", type=int, default=None, help="DataLoader worker processes")
@@ -127,13 +131,13 @@ def _course_config(args):
 
     config = course_config(fast=args.fast, real_data=args.data is not None)
     train = {k: v for k, v in {"steps": args.steps, "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed,
-                               "checkpoint_every": args.checkpoint_every, "num_workers": args.workers}.items()
+                               "optimizer": args.optimizer, "checkpoint_every": args.checkpoint_every, "num_workers": args.workers}.items()
              if v is not None}
     if args.no_amp:
         train["amp"] = False
     changes = {"train": replace(config.train, **train)}
     model = {k: v for k, v in {"base_channels": args.base_channels, "fusion": args.fusion, "head": args.head,
-                               "input_modalities": args.modalities}.items() if v is not None}
+                               "input_modalities": args.modalities, "latent": args.latent}.items() if v is not None}
     if model:
         changes["model"] = replace(config.model, **model)
     if args.fusion == "early" and args.drop_policy is None:

@@ -145,3 +145,32 @@ def paired_ttest(results_a, results_b, region: str, unit: str = "combination", a
         raise ValueError(f"unit must be 'combination' or 'case', got {unit!r}")
     assert a.index.equals(b.index), "the two results must cover the same cases and combinations"
     return float(ttest_rel(a.to_numpy(), b.to_numpy(), alternative=alternative).pvalue)
+
+
+@torch.no_grad()
+def latent_features(model, volumes, level: int = -1, max_positions: int | None = None, seed: int = 0,
+                    device=None) -> torch.Tensor:
+    """Per-modality encoder features of whole volumes, all modalities present: (M, C, positions).
+
+    The Z_j that Mind the Gap aligns. Each volume of ``volumes`` (``(case_id, images, label)``) is cut to
+    the network's stride and run once in eval mode (a Gaussian latent gives its mean); the features of
+    encoder ``level`` (-1: the bottleneck) of every case are concatenated along the positions. With
+    ``max_positions``, that many positions per case are drawn (seeded, the same for every model of the
+    same architecture), so that t-SNE and probes fit a laptop.
+    """
+    assert model.config.fusion == "shared", "per-modality latents need the shared-encoder model"
+    device = device or next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    stride = 2 ** (model.config.depth - 1)
+    rng = np.random.default_rng(seed)
+    chunks = []
+    for _, images, _ in volumes:
+        image = torch.as_tensor(np.array(images, dtype=np.float32), device=device)[None]
+        image = image[(..., *(slice(0, s - s % stride) for s in image.shape[2:]))]
+        features = model(image).features[level][0].flatten(2).float().cpu()  # (M, C, positions)
+        if max_positions is not None and features.shape[-1] > max_positions:
+            features = features[..., np.sort(rng.choice(features.shape[-1], max_positions, replace=False))]
+        chunks.append(features)
+    model.train(was_training)
+    return torch.cat(chunks, dim=-1)

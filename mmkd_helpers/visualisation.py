@@ -1,4 +1,4 @@
-"""Figures for the notebooks: cases, label overlays, Dice heatmaps, training curves, predictions.
+"""Figures for the notebooks: cases, label overlays, Dice heatmaps, training curves, predictions, t-SNE of latents.
 
 Every function returns the matplotlib Figure (and closes nothing the caller may still want); matplotlib is
 imported inside the functions so that importing the package stays cheap.
@@ -98,3 +98,23 @@ def show_predictions(image_slice, truth_slice, predictions: dict, title: str = "
     fig.suptitle(title, fontsize=11)
     fig.tight_layout()
     return fig
+
+
+def tsne_2d(features, seed: int = 0, perplexity: float = 30.0) -> np.ndarray:
+    """A 2-D t-SNE embedding (scikit-learn, PCA initialisation) of ``features`` (n, d)."""
+    from sklearn.manifold import TSNE
+
+    features = np.asarray(features, dtype=np.float32)
+    perplexity = min(perplexity, (len(features) - 1) / 3)  # scikit-learn needs perplexity < n
+    return TSNE(2, perplexity=perplexity, init="pca", random_state=seed).fit_transform(features)
+
+
+def plot_by_modality(ax, embedding, modality_index, title: str = "", names=MODALITY_NAMES):
+    """Scatter a 2-D embedding, one colour per modality (Mind the Gap's Fig. 1)."""
+    modality_index = np.asarray(modality_index)
+    for j, name in enumerate(names):
+        points = embedding[modality_index == j]
+        ax.scatter(points[:, 0], points[:, 1], s=3, alpha=0.6, label=name)
+    ax.set_title(title, fontsize=10)
+    ax.set_xticks([])
+    ax.set_yticks([])

@@ -169,3 +169,128 @@ def test_linear_probe_accuracy_is_high_for_gapped_features_and_chance_for_aligne
     assert linear_probe_accuracy(noise, labels) < 0.4  # chance 0.25, test set of 240
     with pytest.raises(AssertionError, match="labels"):
         linear_probe_accuracy(noise, labels[:10])
+
+
+# -- the Gaussian latent heads and the PMix method in the engine -------------------------------------------
+from mmkd_helpers.dataset import PatchDataset  # noqa: E402
+from mmkd_helpers.methods import build_method  # noqa: E402
+from mmkd_helpers.methods.pmix import PMix, WeightScaled  # noqa: E402
+from mmkd_helpers.models import ModelConfig, ModelOutput, build_model  # noqa: E402
+from mmkd_helpers.training import TrainConfig, Trainer  # noqa: E402
+from test_training import toy_volumes  # noqa: E402
+
+
+def small(**changes):
+    return ModelConfig(base_channels=4, depth=3, head="classes", **changes)
+
+
+def test_the_gaussian_latent_samples_in_training_and_is_the_mean_in_evaluation():
+    torch.manual_seed(0)
+    model = build_model(small(latent="gaussian"))
+    image = torch.randn(2, 4, 16, 16, 16)
+    train = model.train()(image)
+    assert train.latent_mean.shape == train.latent_logvar.shape == train.bottleneck.shape == (2, 4, 16, 4, 4, 4)
+    assert not torch.allclose(train.bottleneck, train.latent_mean)  # a reparameterised sample
+    evaluation = model.eval()(image)
+    assert torch.equal(evaluation.bottleneck, evaluation.latent_mean)
+    assert "latent_mean.weight" in model.state_dict()
+    plain = build_model(small())
+    assert plain(image).latent_mean is None and not any("latent" in key for key in plain.state_dict())
+    with pytest.raises(AssertionError, match="shared"):
+        ModelConfig(fusion="early", latent="gaussian")
+
+
+def output_with_bottleneck(values, logvars=None):
+    """A ModelOutput whose (N, M) bottleneck latents are the given scalars (C = 1, one position)."""
+    z = torch.tensor(values, dtype=torch.float32)[..., None, None].requires_grad_()
+    present = torch.ones(z.shape[:2], dtype=torch.bool)
+    mean = logvar = None
+    if logvars is not None:
+        mean, logvar = z, torch.tensor(logvars, dtype=torch.float32)[..., None, None]
+    return ModelOutput(logits=None, features=[z], fused=z, present=present, latent_mean=mean, latent_logvar=logvar)
+
+
+def test_pmix_terms_by_hand_for_each_anchor():
+    output = output_with_bottleneck([[0.0, 1.0, 2.0, 3.0]])  # FLAIR, T1, T1ce, T2; anchor T1ce = 2
+    # P^k: MSE to T1ce of FLAIR, T1, T2 = 4, 1, 1 -> mean 2; times λ
+    assert PMix("modality", lam=0.5).loss_terms(None, {}, output)["align"].item() == pytest.approx(1.0)
+    # P* paper form, uniform start: Σ_j 0.25 · (4, 1, 0, 1) = 1.5
+    assert PMix("mixture").loss_terms(None, {}, output)["align"].item() == pytest.approx(1.5)
+    # P* code form: the mixture is the mean 1.5; MSEs 2.25, 0.25, 0.25, 2.25 -> mean 1.25
+    assert PMix("mixture", form="code").loss_terms(None, {}, output)["align"].item() == pytest.approx(1.25)
+    # P^N: KL of N(μ, σ²) to N(0, 1) = ½(μ² + σ² − log σ² − 1); σ² = 1 -> μ²/2: (0, 0.5, 2, 4.5) -> mean 1.75
+    normal = output_with_bottleneck([[0.0, 1.0, 2.0, 3.0]], logvars=[[0.0] * 4])
+    assert PMix("normal").loss_terms(None, {}, normal)["align"].item() == pytest.approx(1.75)
+    assert PMix("none").loss_terms(None, {}, output) == {}
+
+
+def pmix_trainer(tmp_path, method, steps=4, seed=0, latent="deterministic"):
+    torch.manual_seed(seed)
+    dataset = PatchDataset(toy_volumes(2), (16, 16, 16), drop_policy="none")
+    return Trainer(build_model(small(latent=latent)), dataset, TrainConfig(steps=steps, batch_size=2), method,
+                   out_dir=tmp_path, device="cpu", progress=False)
+
+
+def test_the_mixture_weights_train_with_the_network_and_resume_exactly(tmp_path):
+    straight = pmix_trainer(tmp_path / "a", PMix("mixture", log_every=2))
+    assert any(p is straight.method.raw for p in straight.optimizer.param_groups[0]["params"])
+    history = straight.fit()
+    weights = straight.method.weights()
+    assert not torch.allclose(weights, torch.full((4,), 0.25))  # learned from uniform
+    assert weights.sum().item() == pytest.approx(1.0)
+    assert {f"w_{m}" for m in MODALITIES} <= set(history.columns) and history.loc[0, "w_t1ce"] == pytest.approx(0.25)
+    assert "align" in history.columns
+    paused = pmix_trainer(tmp_path / "b", PMix("mixture", log_every=2))
+    paused.fit(stop_at=2)
+    resumed = pmix_trainer(tmp_path / "b", PMix("mixture", log_every=2), seed=7)
+    resumed.fit(resume=True)
+    assert torch.equal(resumed.method.raw.detach(), straight.method.raw.detach())
+    assert all(torch.equal(a, b) for a, b in zip(resumed.model.state_dict().values(),
+                                                 straight.model.state_dict().values()))
+
+
+def test_pmix_checks_the_network_it_aligns(tmp_path):
+    with pytest.raises(AssertionError, match="gaussian"):
+        pmix_trainer(tmp_path, PMix("normal"))
+    pmix_trainer(tmp_path, PMix("normal"), latent="gaussian").fit()
+    with pytest.raises(AssertionError, match="anchor"):
+        build_method("pmix", anchor="vae")
+    early = build_model(ModelConfig(base_channels=4, depth=3, fusion="early", input_modalities=("t1",)))
+    dataset = PatchDataset(toy_volumes(1), (16, 16, 16), drop_policy="none")
+    with pytest.raises(AssertionError, match="per-modality"):
+        Trainer(early, dataset, TrainConfig(steps=1), PMix("modality"), progress=False)
+
+
+def test_weight_scaling_at_test_time_is_identity_for_uniform_weights():
+    torch.manual_seed(0)
+    model = build_model(small()).eval()
+    image = torch.randn(1, 4, 16, 16, 16)
+    with torch.no_grad():
+        plain = model(image).logits
+        assert torch.allclose(WeightScaled(model, [0.25] * 4)(image).logits, plain, atol=1e-6)
+        skewed = WeightScaled(model, [0.1, 0.1, 0.7, 0.1])
+        assert torch.allclose(skewed.scale, torch.tensor([0.4, 0.4, 2.8, 0.4]))
+        assert not torch.allclose(skewed(image).logits, plain)
+    with pytest.raises(AssertionError, match="non-negative"):
+        WeightScaled(model, [1.0, -1.0, 0.0, 0.0])
+
+
+def test_latent_features_are_the_bottleneck_of_whole_volumes_and_feed_the_gap_and_tsne():
+    from mmkd_helpers.evaluation import latent_features
+    from mmkd_helpers.visualisation import tsne_2d
+
+    torch.manual_seed(0)
+    model = build_model(small(latent="gaussian")).train()
+    volumes = [(f"case{i}", images, label) for i, (images, label) in enumerate(toy_volumes(2, size=18))]
+    latents = latent_features(model, volumes)  # 18 is cut to 16 (stride 4): 4^3 bottleneck positions per case
+    assert latents.shape == (4, 16, 2 * 4 ** 3) and model.training  # the mode is restored
+    image = torch.as_tensor(volumes[0][1][:, :16, :16, :16]).float()[None]
+    with torch.no_grad():
+        expected = model.eval()(image).latent_mean[0].flatten(2)
+    assert torch.allclose(latents[..., :64], expected, atol=1e-5)
+    sampled = latent_features(model, volumes, level=0, max_positions=10)
+    assert sampled.shape == (4, 4, 20)
+    assert torch.equal(sampled, latent_features(model, volumes, level=0, max_positions=10))  # seeded
+    assert modality_gap(latents[None]) >= 0
+    vectors = latents.permute(0, 2, 1).reshape(-1, 16).numpy()
+    assert tsne_2d(vectors[:40]).shape == (40, 2)

@@ -31,6 +31,7 @@ Choices the paper leaves open (methods_spec §3.2), each an option:
 The draft's bugs are not copied (see :mod:`mmkd_helpers.losses.pmix`).
 """
 
+import numpy as np
 import torch
 
 from ..constants import MODALITIES, NUM_MODALITIES
@@ -122,7 +123,7 @@ class WeightScaled(torch.nn.Module):
     def __init__(self, model: torch.nn.Module, weights):
         super().__init__()
         self.model, self.config = model, model.config
-        weights = torch.as_tensor(weights, dtype=torch.float32)
+        weights = torch.tensor(np.array(weights, dtype=np.float32))  # a copy: the caller may pass a read-only array
         assert weights.shape == (model.config.num_modalities,) and bool((weights >= 0).all()), \
             f"weights must be {model.config.num_modalities} non-negative numbers, got {weights.tolist()}"
         self.register_buffer("scale", weights / weights.sum() * len(weights))

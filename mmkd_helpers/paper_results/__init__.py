@@ -1,7 +1,8 @@
 """Results as the papers published them -- never ours. Shown beside our measurements, always labelled.
 
 Each table is a CSV file beside this module (long format: combination, region, method, dice in %; the
-ProtoKD ablations have one column per ablated choice instead), and :data:`SOURCES` says where it comes
+ProtoKD ablations have one column per ablated choice instead, and Mind the Gap's Table I is keyed by
+modality, student recipe and teacher), and :data:`SOURCES` says where it comes
 from. The combinations use the package's names (e.g. "FLAIR+T1ce").
 """
 
@@ -25,6 +26,15 @@ SOURCES = {
     "protokd_table2": "ProtoKD paper (ICASSP 2023), Table 2: loss ablation on T1, mean Dice (%) of WT/TC/ET",
     "protokd_table3": "ProtoKD paper (ICASSP 2023), Table 3: intra-class only vs intra- and inter-class "
                       "variation, mean Dice (%) of WT/TC/ET",
+    "mindthegap_table4": "Mind the Gap paper (Tianyi Liu et al., 'Mind the Gap: Promoting Missing Modality Brain "
+                         "Tumor Segmentation with Alignment', arXiv 2409.19366), Table IV: full-modality teachers "
+                         "with each anchor P_mix, BraTS 2018, Dice (%); the paper's EC is our ET; its P^N_mix average (79.13) is not the mean of "
+                         "its three regions (78.80)",
+    "mindthegap_table1": "Mind the Gap paper (arXiv 2409.19366), Table I: single-modality students of five "
+                         "recipes, distilled from the original teacher ('original') or from the paper's teacher "
+                         "without alignment ('none') and with each anchor ('N', 'k', '*'), BraTS 2018, Dice (%); "
+                         "'Imp' is the paper's improvement column of P*_mix over the original, printed as is "
+                         "(4 of its 16 values differ from the difference of the printed averages)",
 }
 
 
