@@ -70,17 +70,19 @@ RUNS["protokd_t1_proto_only"] = {"method": "protokd", "options": {"alpha": 0.0},
 RUNS["protokd_t1_intra"] = {"method": "protokd", "options": {"inter_class": False}, "changes": _early_fusion("t1"),
                             **_STUDENT}
 
-# Mind the Gap (its Tables IV and I): full-modality teachers of the course's shared-encoder family (their
-# per-modality latents are what gets aligned) with a 4-class head for the students, one per anchor; then a
-# student per modality, on ProtoKD's student budget: logit KD in KD-Net's style (ProtoKD's Eq. 1 alone) from
-# every teacher, and ProtoKD from the teacher without alignment and from the paper's best anchor P*_mix.
+# Mind the Gap (its Tables IV and I): full-modality teachers of the course's shared-encoder family with a
+# first encoder block of their own per modality (its outputs are the latents Z_j that get aligned) and a
+# 4-class head for the students, one per anchor; then a student per modality, on ProtoKD's student budget:
+# logit KD in KD-Net's style (ProtoKD's Eq. 1 alone) from every teacher, and ProtoKD from the teacher
+# without alignment and from the paper's best anchor P*_mix.
 PMIX_TEACHERS = {"none": {"anchor": "none"}, "normal": {"anchor": "normal"},
                  "t1ce": {"anchor": "modality", "modality": "t1ce"}, "mixture": {"anchor": "mixture"}}
 for _anchor, _options in PMIX_TEACHERS.items():
     RUNS[f"pmix_teacher_{_anchor}"] = {
         "method": "pmix", "options": _options, "changes": {
-            "model": {"head": "classes", "latent": "gaussian" if _anchor == "normal" else "deterministic"},
-            "drop_policy": "none", "train": {"optimizer": "adamw"}}}
+            "model": {"head": "classes", "stem": "per_modality",
+                      "latent": "gaussian" if _anchor == "normal" else "deterministic"},
+            "drop_policy": "none"}}
 PMIX_RECIPES = {"kdnet": ({"beta": 0.0}, tuple(PMIX_TEACHERS)), "protokd": ({}, ("none", "mixture"))}
 for _recipe, (_options, _anchors) in PMIX_RECIPES.items():
     for _anchor in _anchors:
@@ -105,7 +107,7 @@ def run_config(name: str, config=None):
     changes = dict(run.get("changes", {}))
     model = replace(config.model, **changes.pop("model", {}))
     fraction = run.get("step_fraction", 1)
-    train = replace(config.train, steps=max(1, round(config.train.steps * fraction)), **changes.pop("train", {}))
+    train = replace(config.train, steps=max(1, round(config.train.steps * fraction)))
     return replace(config, model=model, train=train, **changes)
 
 

@@ -66,7 +66,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--head", choices=["regions", "classes"], default=None,
                    help="regions: ET/TC/WT sigmoids (default); classes: 4-class softmax (ProtoKD)")
     p.add_argument("--latent", choices=["deterministic", "gaussian"], default=None,
-                   help="gaussian: mean / log-variance heads at the bottleneck (Mind the Gap's P^N_mix teacher)")
+                   help="gaussian: mean / log-variance heads on the first encoder stage (Mind the Gap's P^N_mix)")
+    p.add_argument("--stem", choices=["shared", "per_modality"], default=None,
+                   help="per_modality: each modality's own first encoder block (Mind the Gap's teachers)")
     p.add_argument("--drop-policy", default=None, help="uniform15 | keep1to3 | keep1to4 | none")
     p.add_argument("--val-fraction", type=float, default=None, help="share of the training cases held out (0.2)")
     p.add_argument("--test-fraction", type=float, default=None, help="share of all cases held out for testing (0.2)")
@@ -137,7 +139,8 @@ def _course_config(args):
         train["amp"] = False
     changes = {"train": replace(config.train, **train)}
     model = {k: v for k, v in {"base_channels": args.base_channels, "fusion": args.fusion, "head": args.head,
-                               "input_modalities": args.modalities, "latent": args.latent}.items() if v is not None}
+                               "input_modalities": args.modalities, "latent": args.latent,
+                               "stem": args.stem}.items() if v is not None}
     if model:
         changes["model"] = replace(config.model, **model)
     if args.fusion == "early" and args.drop_policy is None:

@@ -148,27 +148,37 @@ def paired_ttest(results_a, results_b, region: str, unit: str = "combination", a
 
 
 @torch.no_grad()
-def latent_features(model, volumes, level: int = -1, max_positions: int | None = None, seed: int = 0,
-                    device=None) -> torch.Tensor:
+def latent_features(model, volumes, level: int = 0, max_positions: int | None = None, seed: int = 0,
+                    brain_fraction: float = 0.5, device=None) -> torch.Tensor:
     """Per-modality encoder features of whole volumes, all modalities present: (M, C, positions).
 
     The Z_j that Mind the Gap aligns. Each volume of ``volumes`` (``(case_id, images, label)``) is cut to
     the network's stride and run once in eval mode (a Gaussian latent gives its mean); the features of
-    encoder ``level`` (-1: the bottleneck) of every case are concatenated along the positions. With
-    ``max_positions``, that many positions per case are drawn (seeded, the same for every model of the
-    same architecture), so that t-SNE and probes fit a laptop.
+    encoder ``level`` (0: the first stage, :class:`~mmkd_helpers.methods.pmix.PMix`'s default Z_j; -1: the
+    bottleneck) of every case are concatenated along the positions.
+
+    Only positions whose block of input voxels is at least ``brain_fraction`` brain (non-zero in some
+    modality) are kept (0 keeps all): outside the head every modality's input is the same zero volume, so
+    whatever tells the modalities apart there is not anatomy but, for one, each volume's own instance-norm
+    statistics. With ``max_positions``, that many of the kept positions per case are drawn (seeded,
+    the same for every model of the same architecture), so that t-SNE and probes fit a laptop.
     """
     assert model.config.fusion == "shared", "per-modality latents need the shared-encoder model"
+    assert 0 <= brain_fraction <= 1, f"brain_fraction must be in [0, 1], got {brain_fraction}"
     device = device or next(model.parameters()).device
     was_training = model.training
     model.eval()
     stride = 2 ** (model.config.depth - 1)
+    pool = (torch.nn.functional.avg_pool2d, torch.nn.functional.avg_pool3d)[model.config.spatial_dims - 2]
     rng = np.random.default_rng(seed)
     chunks = []
     for _, images, _ in volumes:
         image = torch.as_tensor(np.array(images, dtype=np.float32), device=device)[None]
         image = image[(..., *(slice(0, s - s % stride) for s in image.shape[2:]))]
-        features = model(image).features[level][0].flatten(2).float().cpu()  # (M, C, positions)
+        features = model(image).features[level][0].float().cpu()  # (M, C, *spatial)
+        block = image.shape[2] // features.shape[2]
+        brain = pool((image != 0).any(1, keepdim=True).float(), block).cpu().flatten() >= brain_fraction
+        features = features.flatten(2)[..., brain]
         if max_positions is not None and features.shape[-1] > max_positions:
             features = features[..., np.sort(rng.choice(features.shape[-1], max_positions, replace=False))]
         chunks.append(features)

@@ -14,9 +14,15 @@ The official backbone is a 44 M-parameter WS-ResNet-50 + ASPP; the course uses a
 shape (shared encoder, concatenating decoder) whose width and depth are parameters, ~0.5 M parameters at
 ``base_channels=8, depth=4`` so it trains on a laptop CPU.
 
-``latent="gaussian"`` adds two 1×1 convolutions at the bottleneck, shared by the modalities like the
-encoder, that predict a mean and a log-variance per modality; the bottleneck feature is a reparameterised
-sample in training and the mean in evaluation (a VAE's encoder, for Mind the Gap's P^N_mix anchor).
+``stem="per_modality"`` gives every modality a first encoder block of its own (one grouped convolution),
+the deeper blocks staying shared: each modality is encoded into one latent space by its own encoder, as in
+Mind the Gap's teacher, whose latents Z_j are then aligned. A shared stem sees a 1-channel volume and cannot
+tell which modality it is looking at, so it could only align the modalities by discarding their contrast.
+
+``latent="gaussian"`` adds two 1×1 convolutions at encoder level ``latent_level``, shared by the
+modalities, that predict a mean and a log-variance per modality; that level's feature is a reparameterised
+sample in training and the mean in evaluation, and the deeper blocks encode it (a VAE's encoder, for Mind
+the Gap's P^N_mix anchor).
 
 ``fusion="early"`` builds :class:`EarlyFusionUNet` instead: the same blocks, but the ``input_modalities``
 are stacked as the channels of one input (ProtoKD's teacher takes all four, its students one each). The
@@ -34,6 +40,7 @@ from .constants import CLASS_LABELS, MODALITIES, NUM_MODALITIES, REGIONS
 HEADS = {"regions": len(REGIONS), "classes": len(CLASS_LABELS)}
 FUSIONS = ("shared", "early")
 LATENTS = ("deterministic", "gaussian")
+STEMS = ("shared", "per_modality")
 
 
 @dataclass(frozen=True)
@@ -46,7 +53,9 @@ class ModelConfig:
     fill_skips: str = "zero"  # "zero" (official code) or "mean" (Eq. 5 applied at every level)
     fusion: str = "shared"  # "shared": one encoder per modality (LCKD/MetaKD); "early": modalities as channels
     input_modalities: tuple = MODALITIES  # early fusion only: the modalities stacked as input channels
-    latent: str = "deterministic"  # "gaussian": mean / log-variance heads at the bottleneck (Mind the Gap's P^N_mix)
+    latent: str = "deterministic"  # "gaussian": mean / log-variance heads at latent_level (Mind the Gap's P^N_mix)
+    latent_level: int = 0  # the encoder level of the gaussian heads (-1: the bottleneck)
+    stem: str = "shared"  # "per_modality": each modality's own first encoder block (Mind the Gap's teacher)
 
     def __post_init__(self):
         object.__setattr__(self, "input_modalities", tuple(self.input_modalities))  # a list after JSON
@@ -54,8 +63,11 @@ class ModelConfig:
         assert self.fill_skips in ("zero", "mean"), f"fill_skips must be 'zero' or 'mean', got {self.fill_skips!r}"
         assert self.fusion in FUSIONS, f"fusion must be one of {FUSIONS}, got {self.fusion!r}"
         assert self.latent in LATENTS, f"latent must be one of {LATENTS}, got {self.latent!r}"
-        assert self.latent == "deterministic" or self.fusion == "shared", \
-            "a gaussian latent needs per-modality latents: fusion='shared'"
+        assert self.stem in STEMS, f"stem must be one of {STEMS}, got {self.stem!r}"
+        assert (self.latent == "deterministic" and self.stem == "shared") or self.fusion == "shared", \
+            "a gaussian latent or per-modality stems need per-modality latents: fusion='shared'"
+        assert -self.depth <= self.latent_level < self.depth, \
+            f"latent_level must index one of the {self.depth} encoder levels, got {self.latent_level}"
         assert self.input_modalities and set(self.input_modalities) <= set(MODALITIES[:self.num_modalities]), \
             f"input_modalities must be a non-empty subset of {MODALITIES[:self.num_modalities]}, got {self.input_modalities}"
         assert self.spatial_dims in (2, 3) and self.depth >= 2 and self.base_channels >= 1
@@ -79,7 +91,7 @@ class ModelOutput:
     fused: torch.Tensor  # (N, M, C, *spatial) bottleneck after missing-feature generation
     present: torch.Tensor  # (N, M) bool
     decoded: torch.Tensor | None = None  # (N, C0, *spatial) last decoder features, at label resolution (ProtoKD)
-    latent_mean: torch.Tensor | None = None  # gaussian latent: (N, M, C, *spatial) μ of each modality's bottleneck
+    latent_mean: torch.Tensor | None = None  # gaussian latent: (N, M, C, *spatial) μ of each modality's latent
     latent_logvar: torch.Tensor | None = None  # gaussian latent: log σ² of the same
 
     @property
@@ -87,15 +99,19 @@ class ModelOutput:
         return self.features[-1]
 
 
-def conv_block(spatial_dims: int, in_channels: int, out_channels: int, stride: int = 1) -> nn.Sequential:
-    """Two 3^d convolutions, each followed by InstanceNorm and LeakyReLU(0.01), as in the LCKD code."""
+def conv_block(spatial_dims: int, in_channels: int, out_channels: int, stride: int = 1,
+               groups: int = 1) -> nn.Sequential:
+    """Two 3^d convolutions, each followed by InstanceNorm and LeakyReLU(0.01), as in the LCKD code.
+
+    ``groups`` > 1 makes it that many independent blocks side by side (grouped convolutions; instance norm
+    is per channel anyway): the per-modality stem."""
     conv = (nn.Conv2d, nn.Conv3d)[spatial_dims - 2]
     norm = (nn.InstanceNorm2d, nn.InstanceNorm3d)[spatial_dims - 2]
     return nn.Sequential(
-        conv(in_channels, out_channels, 3, stride=stride, padding=1, bias=False), norm(out_channels, affine=True),
-        nn.LeakyReLU(0.01, inplace=True),
-        conv(out_channels, out_channels, 3, padding=1, bias=False), norm(out_channels, affine=True),
-        nn.LeakyReLU(0.01, inplace=True),
+        conv(in_channels, out_channels, 3, stride=stride, padding=1, bias=False, groups=groups),
+        norm(out_channels, affine=True), nn.LeakyReLU(0.01, inplace=True),
+        conv(out_channels, out_channels, 3, padding=1, bias=False, groups=groups),
+        norm(out_channels, affine=True), nn.LeakyReLU(0.01, inplace=True),
     )
 
 
@@ -133,31 +149,42 @@ class SharedEncoderUNet(nn.Module):
         super().__init__()
         self.config = config
         self.encoder, self.upsample, self.decoder, self.head = unet_layers(config, 1, config.num_modalities)
+        m, c0 = config.num_modalities, config.channels[0]
+        if config.stem == "per_modality":
+            self.encoder[0] = conv_block(config.spatial_dims, m, m * c0, groups=m)
+        self.latent_level = config.latent_level % config.depth
         if config.latent == "gaussian":
             conv = (nn.Conv2d, nn.Conv3d)[config.spatial_dims - 2]
-            self.latent_mean = conv(config.channels[-1], config.channels[-1], 1)
-            self.latent_logvar = conv(config.channels[-1], config.channels[-1], 1)
-
-    def gaussian_latent(self, bottleneck: torch.Tensor):
-        """(sample, μ, log σ²) of the per-modality bottleneck (N, M, C, *spatial); the sample is μ in eval mode."""
-        from .losses.pmix import reparameterise
-
-        flat = bottleneck.flatten(0, 1)
-        mean = self.latent_mean(flat).view_as(bottleneck)
-        logvar = self.latent_logvar(flat).view_as(bottleneck)
-        return (reparameterise(mean, logvar) if self.training else mean), mean, logvar
+            channels = config.channels[self.latent_level]
+            self.latent_mean = conv(channels, channels, 1)
+            self.latent_logvar = conv(channels, channels, 1)
 
     def encode(self, image: torch.Tensor, present: torch.Tensor) -> list:
         """Per-modality features at every level, each (N, M, C, *spatial); missing inputs are zeroed."""
+        return self.encode_with_latent(image, present)[0]
+
+    def encode_with_latent(self, image: torch.Tensor, present: torch.Tensor):
+        """(features, μ, log σ²): :meth:`encode`'s features and, for a gaussian latent, the (N, M, C, *spatial)
+        mean and log-variance at ``latent_level`` (else None); that level's feature is a reparameterised
+        sample in training and μ in evaluation."""
+        from .losses.pmix import reparameterise
+
         n, m = image.shape[:2]
         assert m == self.config.num_modalities, f"expected {self.config.num_modalities} modalities, got {m}"
         x = image * present.to(image.dtype).view(n, m, *([1] * (image.dim() - 2)))
         x = x.reshape(n * m, 1, *image.shape[2:])
-        features = []
-        for block in self.encoder:
-            x = block(x)
+        features, mean, logvar = [], None, None
+        for level, block in enumerate(self.encoder):
+            if level == 0 and self.config.stem == "per_modality":  # the modalities as the groups' channels
+                x = block(x.view(n, m, *x.shape[2:])).view(n * m, -1, *x.shape[2:])
+            else:
+                x = block(x)
+            if self.config.latent == "gaussian" and level == self.latent_level:
+                mean, logvar = self.latent_mean(x), self.latent_logvar(x)
+                x = reparameterise(mean, logvar) if self.training else mean
+                mean, logvar = mean.view(n, m, *x.shape[1:]), logvar.view(n, m, *x.shape[1:])
             features.append(x.view(n, m, *x.shape[1:]))
-        return features
+        return features, mean, logvar
 
     def decode(self, features: list, fused: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
         """The last decoder features (N, C0, *spatial); the head turns them into logits."""
@@ -182,10 +209,7 @@ class SharedEncoderUNet(nn.Module):
         present = present.to(image.device).bool()
         size = 2 ** (self.config.depth - 1)
         assert all(s % size == 0 for s in image.shape[2:]), f"spatial size {tuple(image.shape[2:])} must divide by {size}"
-        features = self.encode(image, present)
-        mean = logvar = None
-        if self.config.latent == "gaussian":
-            features[-1], mean, logvar = self.gaussian_latent(features[-1])
+        features, mean, logvar = self.encode_with_latent(image, present)
         fused = fill_missing(features[-1], present)
         if bottleneck_scale is not None:
             fused = fused * bottleneck_scale.view(*bottleneck_scale.shape, *([1] * (fused.dim() - 2)))

@@ -79,7 +79,7 @@ def make_optimizer(params, config: TrainConfig) -> torch.optim.Optimizer:
 
     Adam adds ``weight_decay · w`` to the gradient, and its normalisation turns that into a step of about
     ``lr`` toward 0 for any weight whose loss gradient is smaller still: a path the loss barely uses is
-    switched off within a few hundred steps (notebook 07 measures it on the full-modality teachers, whose
+    switched off within a few hundred steps (notebook 07 shows it on the full-modality teachers, whose
     decoders stop reading the bottleneck). AdamW decays by ``lr · weight_decay · w`` instead, independent
     of the gradient's scale (Loshchilov & Hutter, ICLR 2019).
     """

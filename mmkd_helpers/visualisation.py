@@ -105,6 +105,10 @@ def tsne_2d(features, seed: int = 0, perplexity: float = 30.0) -> np.ndarray:
     from sklearn.manifold import TSNE
 
     features = np.asarray(features, dtype=np.float32)
+    if len(features) < 2 or not np.ptp(features, axis=0).any():
+        # scikit-learn's PCA initialisation divides by a zero spread and its Barnes-Hut tree then crashes
+        raise ValueError(f"t-SNE needs at least two distinct feature vectors; all {len(features)} are identical "
+                         "(a layer switched off in training?)")
     perplexity = min(perplexity, (len(features) - 1) / 3)  # scikit-learn needs perplexity < n
     return TSNE(2, perplexity=perplexity, init="pca", random_state=seed).fit_transform(features)
 

@@ -68,10 +68,11 @@ def test_a_protokd_teacher_then_a_single_modality_student(phantom_dir, tmp_path)
 def test_a_pmix_teacher_with_gaussian_latents_then_a_logit_kd_student(phantom_dir, tmp_path):
     teacher, student = tmp_path / "teacher", tmp_path / "student"
     common = ["--fast", "--data", str(phantom_dir), "--steps", "2", "--device", "cpu", "--head", "classes"]
-    assert main(["train", *common, "--out", str(teacher), "--latent", "gaussian", "--drop-policy", "none",
-                 "--method", "pmix", "--option", "anchor=normal", "--option", "lam=0.5"]) == 0
+    assert main(["train", *common, "--out", str(teacher), "--latent", "gaussian", "--stem", "per_modality",
+                 "--drop-policy", "none", "--method", "pmix", "--option", "anchor=normal", "--option", "lam=0.5"]) == 0
     state = torch.load(teacher / "last.pt", weights_only=True)
-    assert state["config"]["model"]["latent"] == "gaussian" and state["method"]["options"]["lam"] == 0.5
+    assert state["config"]["model"]["latent"] == "gaussian" and state["config"]["model"]["stem"] == "per_modality"
+    assert state["method"]["options"]["lam"] == 0.5
     assert "align" in pd.read_csv(teacher / "history.csv").columns
     assert main(["train", *common, "--out", str(student), "--fusion", "early", "--modalities", "t2",
                  "--method", "protokd", "--option", f"teacher={teacher / 'last.pt'}", "--option", "beta=0"]) == 0

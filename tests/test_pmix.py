@@ -174,7 +174,7 @@ def test_linear_probe_accuracy_is_high_for_gapped_features_and_chance_for_aligne
 # -- the Gaussian latent heads and the PMix method in the engine -------------------------------------------
 from mmkd_helpers.dataset import PatchDataset  # noqa: E402
 from mmkd_helpers.methods import build_method  # noqa: E402
-from mmkd_helpers.methods.pmix import PMix, WeightScaled  # noqa: E402
+from mmkd_helpers.methods.pmix import BottleneckScaled, PMix, WeightScaled  # noqa: E402
 from mmkd_helpers.models import ModelConfig, ModelOutput, build_model  # noqa: E402
 from mmkd_helpers.training import TrainConfig, Trainer  # noqa: E402
 from test_training import toy_volumes  # noqa: E402
@@ -186,18 +186,45 @@ def small(**changes):
 
 def test_the_gaussian_latent_samples_in_training_and_is_the_mean_in_evaluation():
     torch.manual_seed(0)
-    model = build_model(small(latent="gaussian"))
     image = torch.randn(2, 4, 16, 16, 16)
-    train = model.train()(image)
-    assert train.latent_mean.shape == train.latent_logvar.shape == train.bottleneck.shape == (2, 4, 16, 4, 4, 4)
-    assert not torch.allclose(train.bottleneck, train.latent_mean)  # a reparameterised sample
-    evaluation = model.eval()(image)
-    assert torch.equal(evaluation.bottleneck, evaluation.latent_mean)
-    assert "latent_mean.weight" in model.state_dict()
+    for level, shape in ((0, (2, 4, 4, 16, 16, 16)), (-1, (2, 4, 16, 4, 4, 4))):  # first stage; bottleneck
+        model = build_model(small(latent="gaussian", latent_level=level))
+        train = model.train()(image)
+        assert train.latent_mean.shape == train.latent_logvar.shape == train.features[level].shape == shape
+        assert not torch.allclose(train.features[level], train.latent_mean)  # a reparameterised sample
+        evaluation = model.eval()(image)
+        assert torch.equal(evaluation.features[level], evaluation.latent_mean)
+        assert model.latent_mean.weight.shape[0] == shape[2]
+    # the deeper blocks encode the sample: the features below the Gaussian level are random in training too
+    first = build_model(small(latent="gaussian")).train()
+    assert not torch.equal(first(image).bottleneck, first(image).bottleneck)
     plain = build_model(small())
     assert plain(image).latent_mean is None and not any("latent" in key for key in plain.state_dict())
     with pytest.raises(AssertionError, match="shared"):
         ModelConfig(fusion="early", latent="gaussian")
+    with pytest.raises(AssertionError, match="latent_level"):
+        ModelConfig(depth=3, latent_level=3)
+
+
+def test_a_per_modality_stem_encodes_each_modality_with_its_own_first_block():
+    torch.manual_seed(0)
+    image = torch.randn(1, 4, 16, 16, 16)
+    image[:, 1] = image[:, 0]  # T1 shows the same volume as FLAIR
+    shared, own = build_model(small()).eval(), build_model(small(stem="per_modality")).eval()
+    with torch.no_grad():
+        assert torch.equal(shared(image).features[0][:, 0], shared(image).features[0][:, 1])  # one encoder
+        features = own(image).features
+        assert not torch.allclose(features[0][:, 0], features[0][:, 1])  # two encoders
+        changed = image.clone()
+        changed[:, 3] = torch.randn(16, 16, 16)  # only T2 differs: only T2's latents move, at every level
+        moved = [(a - b).abs().flatten(2).amax(-1)[0] > 1e-6 for a, b in zip(own(changed).features, features)]
+        assert all(m.tolist() == [False, False, False, True] for m in moved)
+    stem = own.encoder[0][0]
+    assert stem.groups == 4 and stem.weight.shape == (4 * 4, 1, 3, 3, 3)  # 4 modalities x 4 channels, 1 input each
+    with pytest.raises(AssertionError, match="stem"):
+        ModelConfig(stem="separate")
+    with pytest.raises(AssertionError, match="shared"):
+        ModelConfig(fusion="early", stem="per_modality")
 
 
 def output_with_bottleneck(values, logvars=None):
@@ -261,16 +288,21 @@ def test_pmix_checks_the_network_it_aligns(tmp_path):
         Trainer(early, dataset, TrainConfig(steps=1), PMix("modality"), progress=False)
 
 
-def test_weight_scaling_at_test_time_is_identity_for_uniform_weights():
+def test_weight_scaling_at_test_time_scales_the_aligned_latents_and_is_identity_for_uniform_weights():
     torch.manual_seed(0)
-    model = build_model(small()).eval()
     image = torch.randn(1, 4, 16, 16, 16)
-    with torch.no_grad():
-        plain = model(image).logits
-        assert torch.allclose(WeightScaled(model, [0.25] * 4)(image).logits, plain, atol=1e-6)
-        skewed = WeightScaled(model, [0.1, 0.1, 0.7, 0.1])
-        assert torch.allclose(skewed.scale, torch.tensor([0.4, 0.4, 2.8, 0.4]))
-        assert not torch.allclose(skewed(image).logits, plain)
+    for stem in ("shared", "per_modality"):
+        model = build_model(small(stem=stem)).eval()
+        with torch.no_grad():
+            plain = model(image)
+            assert torch.allclose(WeightScaled(model, [0.25] * 4)(image).logits, plain.logits, atol=1e-6)
+            skewed = WeightScaled(model, [0.1, 0.1, 0.7, 0.1])
+            assert torch.allclose(skewed.scale, torch.tensor([0.4, 0.4, 2.8, 0.4]))
+            scaled = skewed(image)
+            expected = plain.features[0] * torch.tensor([0.4, 0.4, 2.8, 0.4]).view(1, 4, 1, 1, 1, 1)
+            assert torch.allclose(scaled.features[0], expected, atol=1e-6)
+            assert not torch.allclose(scaled.logits, plain.logits)
+            assert torch.equal(model(image).logits, plain.logits)  # the hook is gone afterwards
     with pytest.raises(AssertionError, match="non-negative"):
         WeightScaled(model, [1.0, -1.0, 0.0, 0.0])
 
@@ -280,9 +312,9 @@ def test_latent_features_are_the_bottleneck_of_whole_volumes_and_feed_the_gap_an
     from mmkd_helpers.visualisation import tsne_2d
 
     torch.manual_seed(0)
-    model = build_model(small(latent="gaussian")).train()
     volumes = [(f"case{i}", images, label) for i, (images, label) in enumerate(toy_volumes(2, size=18))]
-    latents = latent_features(model, volumes)  # 18 is cut to 16 (stride 4): 4^3 bottleneck positions per case
+    model = build_model(small(latent="gaussian", latent_level=-1)).train()
+    latents = latent_features(model, volumes, level=-1)  # 18 is cut to 16 (stride 4): 4^3 positions per case
     assert latents.shape == (4, 16, 2 * 4 ** 3) and model.training  # the mode is restored
     image = torch.as_tensor(volumes[0][1][:, :16, :16, :16]).float()[None]
     with torch.no_grad():
@@ -294,3 +326,40 @@ def test_latent_features_are_the_bottleneck_of_whole_volumes_and_feed_the_gap_an
     assert modality_gap(latents[None]) >= 0
     vectors = latents.permute(0, 2, 1).reshape(-1, 16).numpy()
     assert tsne_2d(vectors[:40]).shape == (40, 2)
+
+
+def test_latent_features_leave_out_positions_outside_the_brain():
+    from mmkd_helpers.evaluation import latent_features
+
+    torch.manual_seed(0)
+    model = build_model(small())
+    images, label = toy_volumes(1, size=16)[0]
+    images = images.copy()
+    images[:, :, :, 8:] = 0  # the back half of the volume is "outside the head" in every modality
+    volumes = [("case", images, label)]
+    kept = latent_features(model, volumes, level=-1)  # bottleneck 4^3: blocks of 4^3 voxels, 2 columns empty
+    assert kept.shape == (4, 16, 4 * 4 * 2)
+    everything = latent_features(model, volumes, level=-1, brain_fraction=0)
+    assert everything.shape == (4, 16, 4 ** 3)
+    assert torch.equal(kept, everything.view(4, 16, 4, 4, 4)[..., :2].flatten(2))
+    assert latent_features(model, volumes, level=-1, brain_fraction=1).shape[-1] == 4 * 4 * 2  # whole blocks
+    assert latent_features(model, volumes).shape == (4, 4, 16 * 16 * 8)  # level 0: voxel by voxel
+
+
+def test_tsne_refuses_identical_vectors_with_a_clear_error():
+    from mmkd_helpers.visualisation import tsne_2d
+
+    with pytest.raises(ValueError, match="identical"):
+        tsne_2d(np.zeros((50, 8)))  # scikit-learn itself would crash the kernel here
+
+
+def test_switching_the_bottleneck_off_changes_nothing_when_the_decoder_does_not_read_it():
+    torch.manual_seed(0)
+    model = build_model(small()).eval()
+    image = torch.randn(1, 4, 16, 16, 16)
+    with torch.no_grad():
+        plain = model(image).logits
+        off = BottleneckScaled(model, [0.0] * 4)
+        assert not torch.allclose(off(image).logits, plain)
+        model.upsample[-1].weight.zero_()  # what Adam's coupled weight decay did to the P_mix teachers
+        assert torch.allclose(off(image).logits, model(image).logits)

@@ -5,7 +5,7 @@ import torch
 from mmkd_helpers.dataset import PatchDataset
 from mmkd_helpers.methods import Hook, Method
 from mmkd_helpers.models import ModelConfig, build_model
-from mmkd_helpers.training import StepSampler, TrainConfig, Trainer, lr_factor, resolve_device
+from mmkd_helpers.training import StepSampler, TrainConfig, Trainer, lr_factor, make_optimizer, resolve_device
 
 SMALL = ModelConfig(base_channels=4, depth=3)
 
@@ -126,3 +126,21 @@ def test_device_resolution():
     if not torch.cuda.is_available() and getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
         expected = "mps"
     assert resolve_device("auto").type == expected
+
+
+def test_adam_decays_a_weight_the_loss_ignores_by_lr_per_step_and_adamw_by_lr_times_decay():
+    """One step on a weight with zero loss gradient, lr 0.1, weight decay 0.01, starting at w = 1.
+
+    Adam puts 0.01·w into the gradient and normalises it: a step of lr, w = 0.9. AdamW multiplies w by
+    1 − lr·decay = 0.999 and its normalised step of a zero gradient is 0.
+    """
+    after = {}
+    for name in ("adam", "adamw"):
+        w = torch.nn.Parameter(torch.ones(1))
+        optimiser = make_optimizer([w], TrainConfig(optimizer=name, lr=0.1, weight_decay=0.01))
+        w.grad = torch.zeros(1)
+        optimiser.step()
+        after[name] = w.item()
+    assert after["adam"] == pytest.approx(0.9, abs=1e-6) and after["adamw"] == pytest.approx(0.999, abs=1e-7)
+    with pytest.raises(ValueError, match="unknown optimizer"):
+        make_optimizer([w], TrainConfig(optimizer="lamb"))

@@ -7,7 +7,7 @@ one of Table IV's:
 
 * ``anchor="none"`` -- no alignment (Table IV's first row; the method adds nothing).
 * ``anchor="normal"`` -- P^N_mix = N(0, 1): KL of each modality's Gaussian to N(0, 1); the model needs the
-  mean / log-variance heads (``ModelConfig(latent="gaussian")``).
+  mean / log-variance heads at the aligned level (``ModelConfig(latent="gaussian", latent_level=level)``).
 * ``anchor="modality"`` -- P^k_mix: MSE of every Z_j to Z_k, ``modality`` = k (T1ce, Table V).
 * ``anchor="mixture"`` -- P*_mix: learnable weights, softmax of a raw vector owned by this method and
   trained with the network by the engine's optimiser (the paper: "the teacher is not frozen during
@@ -19,10 +19,15 @@ Stage B (students distilled from the frozen teacher) reuses :class:`~mmkd_helper
 
 Choices the paper leaves open (methods_spec §3.2), each an option:
 
-* ``lam`` (λ, 1.0): not published. 1 puts the alignment term on the scale of the segmentation loss at the
-  start of training on the course's network (measured in notebook 07, where λ is also swept on validation).
-* ``level`` (-1, the bottleneck): which encoder output is Z_j. The draft v2 aligns the first-stage
-  encoder features of RFNet/mmFormer; the course aligns where LCKD and MetaKD distil.
+* ``lam`` (λ, 1.0): not published, and not tuned here; notebook 07 prints both terms at the start of
+  training, so you can see the scale it gives.
+* ``level`` (0, the first encoder stage): which encoder output is Z_j. The paper encodes every modality into
+  one latent space and predicts with a 3D U-Net from the latents; the draft v2 aligns the first-stage
+  encoder features of RFNet/mmFormer. In the course's UNet every deeper feature of modality j is computed
+  from level 0, while the bottleneck can be bypassed through the skip connections (notebook 07 measures
+  how little the teachers' Dice depends on it), so aligning the bottleneck could leave the prediction
+  untouched. Pair it with ``ModelConfig(stem="per_modality")``: a shared first block cannot tell the
+  modalities apart, so it could align them only by discarding them.
 * ``detach_anchor`` (True): Z_k (P^k, paper form of P*) or the features inside the mixture (code form)
   carry no gradient, so the anchor stays the chosen modality instead of meeting the others half-way.
 * Test-time rescaling of features by w (the draft's inference rule, absent from its training rule): not
@@ -47,12 +52,11 @@ class PMix(Method):
     name = "pmix"
 
     def __init__(self, anchor: str = "mixture", lam: float = 1.0, modality: str = "t1ce", form: str = "paper",
-                 detach_anchor: bool = True, level: int = -1, log_every: int = 50):
+                 detach_anchor: bool = True, level: int = 0, log_every: int = 50):
         assert anchor in ANCHORS, f"anchor must be one of {ANCHORS}, got {anchor!r}"
         assert form in PMIX_FORMS, f"form must be one of {PMIX_FORMS}, got {form!r}"
         assert modality in MODALITIES, f"modality must be one of {MODALITIES}, got {modality!r}"
         assert lam >= 0 and log_every >= 1
-        assert anchor != "normal" or level == -1, "the Gaussian heads sit at the bottleneck: P^N_mix needs level=-1"
         self.anchor, self.lam, self.form, self.detach_anchor, self.level = anchor, lam, form, detach_anchor, level
         self.k = MODALITIES.index(modality)
         self.log_every = log_every
@@ -64,9 +68,11 @@ class PMix(Method):
     def setup(self, trainer) -> None:
         config = trainer.model.config
         assert config.fusion == "shared", "alignment needs per-modality latents Z_j: ModelConfig(fusion='shared')"
-        assert self.anchor != "normal" or config.latent == "gaussian", \
-            "P^N_mix needs mean / log-variance heads: ModelConfig(latent='gaussian')"
         assert -config.depth <= self.level < config.depth, f"level must index one of the {config.depth} encoder levels"
+        assert self.anchor != "normal" or (config.latent == "gaussian"
+                                           and config.latent_level % config.depth == self.level % config.depth), \
+            f"P^N_mix needs mean / log-variance heads at the aligned level: " \
+            f"ModelConfig(latent='gaussian', latent_level={self.level})"
         if self.raw is not None:  # before the engine builds its optimiser around it
             self.raw = torch.nn.Parameter(self.raw.detach().to(trainer.device))
 
@@ -111,22 +117,50 @@ class PMix(Method):
                 self.raw.copy_(state["raw"].to(self.raw.device))
 
 
-class WeightScaled(torch.nn.Module):
-    """A teacher evaluated with the draft's inference rule: each modality's bottleneck scaled by its weight.
+class BottleneckScaled(torch.nn.Module):
+    """A shared-encoder model whose bottleneck feature of modality m is multiplied by ``scale[m]`` (after the
+    missing ones are filled, the course's Eq. 5). ``scale`` of zeros switches the bottleneck off: the Dice
+    lost then is how much the prediction depends on the latents Z_j that the alignment acts on."""
 
-    The released draft (v2, methods_spec §3.1) multiplies every modality's feature by w_m at inference but
-    not in training. Here the scale is M·w_m (M modalities), so uniform weights change nothing; the
-    draft's raw w_m (summing to 1) would shrink every feature M-fold. Missing modalities are still filled
-    with the mean of the present ones before scaling (the course's Eq. 5), so this isolates the scaling.
-    """
-
-    def __init__(self, model: torch.nn.Module, weights):
+    def __init__(self, model: torch.nn.Module, scale):
         super().__init__()
         self.model, self.config = model, model.config
-        weights = torch.tensor(np.array(weights, dtype=np.float32))  # a copy: the caller may pass a read-only array
-        assert weights.shape == (model.config.num_modalities,) and bool((weights >= 0).all()), \
-            f"weights must be {model.config.num_modalities} non-negative numbers, got {weights.tolist()}"
-        self.register_buffer("scale", weights / weights.sum() * len(weights))
+        scale = torch.tensor(np.array(scale, dtype=np.float32))  # a copy: the caller may pass a read-only array
+        assert scale.shape == (model.config.num_modalities,), \
+            f"scale must hold {model.config.num_modalities} numbers, got {scale.tolist()}"
+        self.register_buffer("scale", scale)
 
     def forward(self, image: torch.Tensor, present: torch.Tensor | None = None):
         return self.model(image, present, bottleneck_scale=self.scale.to(image.device))
+
+
+class WeightScaled(torch.nn.Module):
+    """A teacher evaluated with the draft's inference rule: each modality's aligned latent scaled by its weight.
+
+    The released draft (v2, methods_spec §3.1) multiplies every modality's aligned feature by w_m at
+    inference but not in training. Here the scale is M·w_m (M modalities), so uniform weights change
+    nothing; the draft's raw w_m (summing to 1) would shrink every feature M-fold. The scaling is applied to
+    the output of encoder block ``level`` (the latents Z_j of :class:`PMix`), before anything reads it.
+    """
+
+    def __init__(self, model: torch.nn.Module, weights, level: int = 0):
+        super().__init__()
+        self.model, self.config = model, model.config
+        weights = np.array(weights, dtype=np.float32)  # a copy: the caller may pass a read-only array
+        assert weights.shape == (model.config.num_modalities,) and bool((weights >= 0).all()) and weights.sum() > 0, \
+            f"weights must be {model.config.num_modalities} non-negative numbers, not all 0, got {weights.tolist()}"
+        self.level = level % model.config.depth
+        self.register_buffer("scale", torch.from_numpy(weights / weights.sum() * len(weights)))
+
+    def _scale_latents(self, module, inputs, output):
+        m, c = self.config.num_modalities, self.config.channels[self.level]
+        # (N·M, C, ...) for a shared block, (N, M·C, ...) for the per-modality stem: both are (N, M, C, ...)
+        latents = output.view(-1, m, c, *output.shape[2:])
+        return (latents * self.scale.view(1, m, *([1] * (latents.dim() - 2)))).view(output.shape)
+
+    def forward(self, image: torch.Tensor, present: torch.Tensor | None = None):
+        handle = self.model.encoder[self.level].register_forward_hook(self._scale_latents)
+        try:
+            return self.model(image, present)
+        finally:
+            handle.remove()
