@@ -83,6 +83,9 @@ for _anchor, _options in PMIX_TEACHERS.items():
             "model": {"head": "classes", "stem": "per_modality",
                       "latent": "gaussian" if _anchor == "normal" else "deterministic"},
             "drop_policy": "none"}}
+# The unaligned teacher once more with another seed: how far two runs differing only in chance lie apart.
+RUNS["pmix_teacher_none_seed1"] = {**RUNS["pmix_teacher_none"],
+                                   "changes": {**RUNS["pmix_teacher_none"]["changes"], "train": {"seed": 1}}}
 PMIX_RECIPES = {"kdnet": ({"beta": 0.0}, tuple(PMIX_TEACHERS)), "protokd": ({}, ("none", "mixture"))}
 for _recipe, (_options, _anchors) in PMIX_RECIPES.items():
     for _anchor in _anchors:
@@ -90,7 +93,7 @@ for _recipe, (_options, _anchors) in PMIX_RECIPES.items():
             RUNS[f"pmix_{_recipe}_{_anchor}_{_m}"] = {"method": "protokd", "options": _options,
                                                       "changes": _early_fusion(_m),
                                                       "teacher": f"pmix_teacher_{_anchor}", **_HALF}
-"""Name -> method, options, changes to the course configuration (ProtoKD's networks), teacher run, and a
+"""Name -> method, options, changes to the course configuration (ProtoKD's networks, a training seed), teacher run, and a
 fraction of the course's step budget where it is not all of it, of every shipped checkpoint. All use the
 course configuration otherwise, so their tables compare like with like."""
 
@@ -107,7 +110,7 @@ def run_config(name: str, config=None):
     changes = dict(run.get("changes", {}))
     model = replace(config.model, **changes.pop("model", {}))
     fraction = run.get("step_fraction", 1)
-    train = replace(config.train, steps=max(1, round(config.train.steps * fraction)))
+    train = replace(config.train, steps=max(1, round(config.train.steps * fraction)), **changes.pop("train", {}))
     return replace(config, model=model, train=train, **changes)
 
 

@@ -67,3 +67,9 @@ def test_checkpoint_reproduces_its_validation_dice(name, course_data):
     measured = validation_dice(model, course_data, CourseConfig.from_dict(entry["config"]))
     for region, value in entry["val_dice"].items():
         assert measured[region] == pytest.approx(value, abs=0.01), (name, region, measured, entry["val_dice"])
+
+
+def test_a_run_can_change_the_training_configuration():
+    replicate, original = run_config("pmix_teacher_none_seed1"), run_config("pmix_teacher_none")
+    assert replicate.train.seed == 1 and original.train.seed == 0
+    assert replicate.model == original.model and replicate.train.steps == original.train.steps
