@@ -86,6 +86,10 @@ for _anchor, _options in PMIX_TEACHERS.items():
 # The unaligned teacher once more with another seed: how far two runs differing only in chance lie apart.
 RUNS["pmix_teacher_none_seed1"] = {**RUNS["pmix_teacher_none"],
                                    "changes": {**RUNS["pmix_teacher_none"]["changes"], "train": {"seed": 1}}}
+# How strong the alignment should be: P^k_mix with smaller λ (λ = 0 is the unaligned teacher), for validation.
+for _lam in (0.01, 0.1):
+    RUNS[f"pmix_teacher_t1ce_lam{_lam}"] = {**RUNS["pmix_teacher_t1ce"],
+                                           "options": {**PMIX_TEACHERS["t1ce"], "lam": _lam}}
 PMIX_RECIPES = {"kdnet": ({"beta": 0.0}, tuple(PMIX_TEACHERS)), "protokd": ({}, ("none", "mixture"))}
 for _recipe, (_options, _anchors) in PMIX_RECIPES.items():
     for _anchor in _anchors:
