@@ -74,7 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--test-fraction", type=float, default=None, help="share of all cases held out for testing (0.2)")
     p.add_argument("--lr", type=float, default=None)
     p.add_argument("--optimizer", choices=["adam", "adamw", "sgd"], default=None,
-                   help="adam (the course's), adamw (decoupled weight decay: Mind the Gap's teachers), sgd")
+                   help="adam (the course's: L2 decay in the gradient), adamw (decoupled weight decay), sgd")
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--checkpoint-every", type=int, default=None)
     p.add_argument("--workers", type=int, default=None, help="DataLoader worker processes")
@@ -133,8 +133,8 @@ def _course_config(args):
 
     config = course_config(fast=args.fast, real_data=args.data is not None)
     train = {k: v for k, v in {"steps": args.steps, "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed,
-                               "optimizer": args.optimizer, "checkpoint_every": args.checkpoint_every, "num_workers": args.workers}.items()
-             if v is not None}
+                               "optimizer": args.optimizer, "checkpoint_every": args.checkpoint_every,
+                               "num_workers": args.workers}.items() if v is not None}
     if args.no_amp:
         train["amp"] = False
     changes = {"train": replace(config.train, **train)}

@@ -69,10 +69,11 @@ def test_a_pmix_teacher_with_gaussian_latents_then_a_logit_kd_student(phantom_di
     teacher, student = tmp_path / "teacher", tmp_path / "student"
     common = ["--fast", "--data", str(phantom_dir), "--steps", "2", "--device", "cpu", "--head", "classes"]
     assert main(["train", *common, "--out", str(teacher), "--latent", "gaussian", "--stem", "per_modality",
-                 "--drop-policy", "none", "--method", "pmix", "--option", "anchor=normal", "--option", "lam=0.5"]) == 0
+                 "--drop-policy", "none", "--optimizer", "adamw", "--method", "pmix", "--option", "anchor=normal",
+                 "--option", "lam=0.5"]) == 0
     state = torch.load(teacher / "last.pt", weights_only=True)
     assert state["config"]["model"]["latent"] == "gaussian" and state["config"]["model"]["stem"] == "per_modality"
-    assert state["method"]["options"]["lam"] == 0.5
+    assert state["method"]["options"]["lam"] == 0.5 and state["config"]["train"]["optimizer"] == "adamw"
     assert "align" in pd.read_csv(teacher / "history.csv").columns
     assert main(["train", *common, "--out", str(student), "--fusion", "early", "--modalities", "t2",
                  "--method", "protokd", "--option", f"teacher={teacher / 'last.pt'}", "--option", "beta=0"]) == 0

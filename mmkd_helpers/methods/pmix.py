@@ -120,7 +120,8 @@ class PMix(Method):
 class BottleneckScaled(torch.nn.Module):
     """A shared-encoder model whose bottleneck feature of modality m is multiplied by ``scale[m]`` (after the
     missing ones are filled, the course's Eq. 5). ``scale`` of zeros switches the bottleneck off: the Dice
-    lost then is how much the prediction depends on the latents Z_j that the alignment acts on."""
+    lost then is how much the prediction depends on the bottleneck at all, i.e. whether aligning it could
+    change what the model predicts."""
 
     def __init__(self, model: torch.nn.Module, scale):
         super().__init__()
