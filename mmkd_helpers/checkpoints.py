@@ -186,6 +186,7 @@ def build(name: str, config=None, device: str = "auto", progress: bool = True) -
     course = config
     config = run_config(name, course)
     data = load_data(ensure_phantom(config), config, progress=progress)
+    teacher = manifest().get(run.get("teacher"), {}).get("sha256")  # the shipped teacher train_run will load
     started = time.perf_counter()
     model, trainer = train_run(name, course, data, device, progress)
     wall = time.perf_counter() - started
@@ -201,7 +202,7 @@ def build(name: str, config=None, device: str = "auto", progress: bool = True) -
     with atomic_path(path) as tmp:
         tmp.write_bytes(buffer.getvalue())
     entry = {"file": path.name, "method": run["method"], "options": run["options"], "teacher": run.get("teacher"),
-             "config": config.to_dict(),
+             "teacher_sha256": teacher, "config": config.to_dict(),
              "data": {"source": "phantom", "phantom_version": PHANTOM_VERSION, "cases": config.phantom_cases,
                       "size": config.phantom_size, "seed": config.phantom_seed, "split": data["split"]},
              "steps": config.train.steps, "device": str(trainer.device), "torch": torch.__version__,
@@ -286,8 +287,11 @@ def pretrained_or_train(name: str, config, data: dict, device: str = "auto", pro
     from .training import resolve_device
 
     course, config = config, run_config(name, config)
-    entry = manifest().get(name)
+    entries = manifest()
+    entry = entries.get(name)
     same_config = entry is not None and _same_config(entry, config)
+    if same_config and "teacher" in RUNS[name]:  # a student distilled from another teacher file is another run
+        same_config = entry.get("teacher_sha256") == entries.get(RUNS[name]["teacher"], {}).get("sha256")
     if same_config and entry["data"]["split"] == data["split"] and (PRETRAINED_DIR / entry["file"]).exists():
         model, entry = load_pretrained(name, device=resolve_device(device))
         return model, {"source": "shipped checkpoint", "entry": entry, "history": load_history(name)}

@@ -31,6 +31,8 @@ def test_checkpoint_file_matches_its_manifest(name):
         assert key in entry, f"{name}: manifest entry lacks {key}"
     assert entry["method"] == RUNS[name]["method"] and entry["options"] == RUNS[name]["options"]
     assert entry.get("teacher") == RUNS[name].get("teacher")
+    if "teacher" in RUNS[name]:  # distilled from the teacher file that is shipped now, not an earlier one
+        assert entry["teacher_sha256"] == ENTRIES[RUNS[name]["teacher"]]["sha256"]
 
 
 def test_an_entry_from_before_a_new_config_field_still_matches():
@@ -73,3 +75,24 @@ def test_a_run_can_change_the_training_configuration():
     replicate, original = run_config("pmix_teacher_none_seed1"), run_config("pmix_teacher_none")
     assert replicate.train.seed == 1 and original.train.seed == 0
     assert replicate.model == original.model and replicate.train.steps == original.train.steps
+
+
+def test_a_student_of_a_retrained_teacher_is_trained_again(monkeypatch):
+    import mmkd_helpers.checkpoints as checkpoints
+
+    class Trained(Exception):
+        pass
+
+    def train_run(name, *args, **kwargs):
+        raise Trained(name)
+
+    monkeypatch.setattr(checkpoints, "train_run", train_run)
+    name = next(n for n in sorted(ENTRIES) if "teacher" in RUNS[n])
+    data = {"split": ENTRIES[name]["data"]["split"]}
+    _, info = checkpoints.pretrained_or_train(name, CourseConfig(), data, device="cpu")
+    assert info["source"] == "shipped checkpoint"
+    stale = json.loads(json.dumps(ENTRIES))
+    stale[name]["teacher_sha256"] = "0" * 64  # distilled from a teacher file that is no longer shipped
+    monkeypatch.setattr(checkpoints, "manifest", lambda: stale)
+    with pytest.raises(Trained):
+        checkpoints.pretrained_or_train(name, CourseConfig(), data, device="cpu")
