@@ -97,6 +97,9 @@ for _recipe, (_options, _anchors) in PMIX_RECIPES.items():
             RUNS[f"pmix_{_recipe}_{_anchor}_{_m}"] = {"method": "protokd", "options": _options,
                                                       "changes": _early_fusion(_m),
                                                       "teacher": f"pmix_teacher_{_anchor}", **_HALF}
+# KD-Net-style students of the P^k teacher at the λ that ranked first on the validation cases (0.1).
+for _m in MODALITIES:
+    RUNS[f"pmix_kdnet_t1ce_lam0.1_{_m}"] = {**RUNS[f"pmix_kdnet_t1ce_{_m}"], "teacher": "pmix_teacher_t1ce_lam0.1"}
 """Name -> method, options, changes to the course configuration (ProtoKD's networks, a training seed), teacher run, and a
 fraction of the course's step budget where it is not all of it, of every shipped checkpoint. All use the
 course configuration otherwise, so their tables compare like with like."""
