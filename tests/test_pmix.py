@@ -307,7 +307,7 @@ def test_weight_scaling_at_test_time_scales_the_aligned_latents_and_is_identity_
         WeightScaled(model, [1.0, -1.0, 0.0, 0.0])
 
 
-def test_latent_features_are_the_bottleneck_of_whole_volumes_and_feed_the_gap_and_tsne():
+def test_latent_features_of_whole_volumes_at_any_level_feed_the_gap_and_tsne():
     from mmkd_helpers.evaluation import latent_features
     from mmkd_helpers.visualisation import tsne_2d
 
