@@ -48,8 +48,10 @@ def bench_train_step(repeats: int = 5, roi: int = 32, batch_size: int = 2, base_
     from .losses import segmentation_loss
     from .models import ModelConfig, build_model, count_parameters
 
+    from .training import TrainConfig, configure_optimizer
+
     model = build_model(ModelConfig(base_channels=base_channels))
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    optimizer = configure_optimizer(model, TrainConfig(lr=1e-3))
     loss_fn = segmentation_loss("regions")
     image = torch.randn(batch_size, 4, roi, roi, roi)
     label = torch.randint(0, 3, (batch_size, roi, roi, roi))
@@ -64,6 +66,35 @@ def bench_train_step(repeats: int = 5, roi: int = 32, batch_size: int = 2, base_
     return {"seconds": _median_seconds(step, repeats), "parameters": count_parameters(model)}
 
 
+def bench_evaluation(repeats: int = 3, size: int = 64, roi: int = 32, overlap: float = 1 / 3) -> dict:
+    """Median seconds to score one phantom-sized case under all 15 combinations: one forward pass per
+    combination (as before 2026-12) against one encoder pass per window shared by all of them
+    (``forward_combinations``, what :func:`mmkd_helpers.evaluation.evaluate` does)."""
+    import torch
+
+    from .constants import COMBINATIONS
+    from .evaluation import predict_combinations
+    from .models import ModelConfig, build_model
+
+    model = build_model(ModelConfig()).eval()
+    image = torch.randn(4, size, size, size).numpy()
+
+    class OnePassEach(torch.nn.Module):  # hides forward_combinations: the evaluation falls back to a loop
+        def __init__(self):
+            super().__init__()
+            self.model, self.config = model, model.config
+
+        def forward(self, x, present):
+            return self.model(x, present)
+
+    looped, batched = OnePassEach(), model
+    predict_combinations(batched, image, COMBINATIONS, (roi,) * 3, overlap)  # warm-up
+    result = {}
+    for name, m in (("one pass per combination", looped), ("shared encoder pass", batched)):
+        result[name] = _median_seconds(lambda: predict_combinations(m, image, COMBINATIONS, (roi,) * 3, overlap), repeats)
+    return result
+
+
 def run_benchmarks(repeats: int = 5) -> None:
     import torch
 
@@ -74,6 +105,10 @@ def run_benchmarks(repeats: int = 5) -> None:
         result = bench_train_step(repeats, roi=roi)
         print(f"train step, teaching model ({result['parameters'] / 1e6:.2f} M params), crop {roi}^3, batch 2: "
               f"{result['seconds']:.3f} s (median of {repeats}); peak RSS so far {peak_rss_mib():.0f} MiB")
+    evaluation = bench_evaluation(max(1, repeats // 2))
+    (loop, loop_s), (shared, shared_s) = evaluation.items()
+    print(f"evaluation of one 64^3 case, 15 combinations, 32^3 windows: {loop} {loop_s:.2f} s, {shared} "
+          f"{shared_s:.2f} s ({loop_s / shared_s:.1f}x)")
 
 
 def _method_cost(method: str, options: dict, steps: int) -> dict:

@@ -89,7 +89,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, type=Path, help="results CSV (long format)")
     p.add_argument("--cases", default="test", choices=["test", "val", "train", "all"],
                    help="which split of the run's data to evaluate ('all' for a different data set)")
+    p.add_argument("--window", type=_roi, default=None,
+                   help="sliding window; default and only accepted value: the run's training crop")
     p.add_argument("--device", default="auto")
+
+    p = sub.add_parser("calibrate", help="per region: volume fraction of the brain and each modality's voxel-wise AUC")
+    p.add_argument("data", type=Path, help="a BraTS- or MSD-layout folder with label maps")
+    p.add_argument("--spacing", type=float, default=2.0, help="resample finer data to this many mm first (2: the course's)")
+    p.add_argument("--out", type=Path, default=None, help="write the summary table (mean, SD over cases) to this CSV")
 
     sub.add_parser("download", help="download and verify real data sets (see data_download/README.md)",
                    add_help=False).add_argument("args", nargs=argparse.REMAINDER)
@@ -197,11 +204,13 @@ def load_run(checkpoint, device="cpu"):
 
 def cmd_evaluate(args) -> int:
     from .course import ensure_phantom, load_data
-    from .evaluation import dice_table, evaluate
+    from .evaluation import check_window, dice_table, evaluate
     from .fileio import atomic_path
     from .training import resolve_device
 
     model, config, saved = load_run(args.checkpoint, resolve_device(args.device))
+    if args.window:  # refused before any data is read
+        check_window(args.window, config.roi_size)
     data_dir = args.data or (Path(saved["data"]) if saved["data"] else ensure_phantom(config))
     data = load_data(data_dir, config, progress=sys.stderr.isatty())
     if args.cases == "all":
@@ -211,11 +220,30 @@ def cmd_evaluate(args) -> int:
         if not cases:
             raise ValueError(f"{data_dir}: none of the run's {args.cases} cases are here; use --cases all")
     volumes = [(c, *data["volumes"][c]) for c in cases]  # any subset, not only a split
-    results = evaluate(model, volumes, config.eval_roi_size, overlap=config.eval_overlap, progress=sys.stderr.isatty())
+    window = check_window(args.window or config.roi_size, config.roi_size)
+    results = evaluate(model, volumes, window, overlap=config.eval_overlap, progress=sys.stderr.isatty())
     with atomic_path(args.out) as tmp:
         results.to_csv(tmp, index=False)
     print(dice_table({saved["method"]: results}).round(1).to_string())
     print(f"{len(cases)} cases x {results.combination.nunique()} combinations -> {args.out}")
+
+
+def cmd_calibrate(args) -> int:
+    import pandas as pd
+
+    from .calibration import calibrate, comparison_table, modality_ranking, summarise
+    from .fileio import atomic_path
+
+    summary = summarise(calibrate(args.data, spacing=args.spacing, progress=sys.stderr.isatty()))
+    with pd.option_context("display.width", 160, "display.max_rows", 100):
+        print(f"{args.data.name}: {int(summary.cases.max())} cases; 'real' = the shipped BraTS 2018 sample, z = (ours - real) / real SD")
+        print(comparison_table(summary).to_string())
+    for region, order in modality_ranking(summary).items():
+        print(f"{region}: {' > '.join(order)}")
+    if args.out:
+        with atomic_path(args.out) as tmp:
+            summary.to_csv(tmp, index=False, float_format="%.4f")
+        print(f"summary -> {args.out}")
 
 
 def cmd_checkpoints(args) -> int:
@@ -230,7 +258,8 @@ def cmd_bench(args) -> int:
     run_benchmarks(repeats=args.repeats)
 
 
-COMMANDS = {"phantom": cmd_phantom, "train": cmd_train, "evaluate": cmd_evaluate, "checkpoints": cmd_checkpoints, "bench": cmd_bench}
+COMMANDS = {"phantom": cmd_phantom, "train": cmd_train, "evaluate": cmd_evaluate, "calibrate": cmd_calibrate,
+            "checkpoints": cmd_checkpoints, "bench": cmd_bench}
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .evaluation import OVERLAP
 from .models import ModelConfig
 from .paths import default_data_dir
 from .training import TrainConfig
@@ -29,20 +30,20 @@ class CourseConfig:
     split_seed: int = 0
     # model and training
     model: ModelConfig = field(default_factory=ModelConfig)
-    train: TrainConfig = field(default_factory=lambda: TrainConfig(steps=2000, batch_size=2, lr=3e-3))
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(steps=1000, batch_size=2, lr=6e-3))
     roi_size: tuple = (32, 32, 32)
     fg_prob: float = 0.5
     drop_policy: str = "uniform15"
     full_modality_steps: int = 0  # first steps with all four modalities (the LCKD/MetaKD code's warm-up stage)
-    # evaluation
-    eval_roi_size: tuple = (64, 64, 64)
-    eval_overlap: float = 0.5
+    # evaluation: sliding windows of the training crop (roi_size), so that the network sees at test what it saw
+    # in training (evaluation.check_window says why); overlap between neighbouring windows
+    eval_overlap: float = OVERLAP
 
     @classmethod
     def fast(cls, **changes) -> "CourseConfig":
         """Tiny sizes for tests and ``FAST=True`` notebooks: seconds, not minutes. Numbers are meaningless."""
         base = cls(phantom_cases=6, phantom_size=32, model=ModelConfig(base_channels=4, depth=3),
-                   train=TrainConfig(steps=4, batch_size=1), roi_size=(16, 16, 16), eval_roi_size=(32, 32, 32))
+                   train=TrainConfig(steps=4, batch_size=1), roi_size=(16, 16, 16))
         return replace(base, **changes)
 
     def to_dict(self) -> dict:
@@ -51,11 +52,11 @@ class CourseConfig:
     @classmethod
     def from_dict(cls, values: dict) -> "CourseConfig":
         values = dict(values)
+        values.pop("eval_roi_size", None)  # before 2026-12 the window was a setting; it is now the training crop
         values["model"] = ModelConfig(**values.get("model", {}))
         values["train"] = TrainConfig(**values.get("train", {}))
-        for key in ("roi_size", "eval_roi_size"):
-            if key in values:
-                values[key] = tuple(values[key])
+        if "roi_size" in values:
+            values["roi_size"] = tuple(values["roi_size"])
         return cls(**values)
 
 
@@ -67,10 +68,7 @@ def course_config(fast: bool = False, real_data: bool = False, **changes) -> Cou
     """The course configuration a notebook or the CLI starts from: tiny when ``fast``, resampled when real."""
     config = CourseConfig.fast() if fast else CourseConfig()
     if real_data:
-        # FAST on real data: 4 mm volumes (about 40^3) that one evaluation window covers.
-        changes.setdefault("spacing", 4.0 if fast else REAL_DATA_SPACING)
-        if fast:
-            changes.setdefault("eval_roi_size", (48, 48, 48))
+        changes.setdefault("spacing", 4.0 if fast else REAL_DATA_SPACING)  # FAST: 4 mm volumes, about 40^3
     return replace(config, **changes)
 
 

@@ -1,8 +1,9 @@
 """Evaluation: full-volume sliding-window inference under each of the 15 modality combinations,
 per-case Dice for ET / TC / WT, tables shaped like Table 1 of the LCKD paper, one-tailed paired t-tests.
 
-Conventions (choices recorded here because the papers differ, methods_spec §0 and §8):
-* sliding window from MONAI, Gaussian blending, overlap 0.5; logits are blended, then thresholded
+Conventions (choices recorded here because the papers differ):
+* sliding windows from MONAI of the training crop's size (:func:`check_window`), Gaussian blending, overlap 1/3
+  (the LCKD code's); logits are blended, then thresholded
   (sigmoid > 0.5 for the region head, argmax for the class head);
 * the label map is rebuilt hierarchically as in the LCKD evaluation (WT -> 2, then TC -> 1, then
   ET -> 4), and regions are read off it, so ET is inside TC inside WT;
@@ -11,6 +12,9 @@ Conventions (choices recorded here because the papers differ, methods_spec §0 a
 
 import numpy as np
 import torch
+
+OVERLAP = 1 / 3
+"""Overlap of neighbouring sliding windows: the LCKD code's (its tiles overlap by a third)."""
 
 from .constants import CLASS_LABELS, COMBINATIONS, MODALITIES, MODALITY_NAMES, REGION_NAMES, REGIONS, \
     combination_marks, combination_name
@@ -26,23 +30,39 @@ def model_combinations(model_config) -> list:
 
 
 @torch.no_grad()
-def predict_logits(model, image, present, roi_size, overlap: float = 0.5, sw_batch_size: int = 2,
-                   device=None) -> torch.Tensor:
-    """Logits (C, *spatial) of one volume ``image`` (M, *spatial) given the ``present`` mask (M,)."""
+def predict_combinations(model, image, combinations, roi_size, overlap: float = OVERLAP, sw_batch_size: int = 4,
+                         device=None) -> torch.Tensor:
+    """Logits (K, C, *spatial) of one volume ``image`` (M, *spatial) under each of the K present-masks
+    ``combinations``, by MONAI's sliding-window inference (Gaussian blending).
+
+    Every window is encoded once and decoded under every combination (``model.forward_combinations``, where
+    the model has it; else one pass per combination), so the 15 combinations of a shared-encoder model cost
+    about what six single passes would.
+    """
     from monai.inferers import sliding_window_inference
 
     device = device or next(model.parameters()).device
     image = torch.as_tensor(np.array(image, dtype=np.float32), device=device)[None]  # copy: inputs may be read-only memory maps
-    present = torch.as_tensor(np.asarray(present), dtype=torch.bool, device=device)[None]
+    combinations = [tuple(bool(p) for p in np.asarray(c)) for c in combinations]
     was_training = model.training
     model.eval()
 
     def predictor(window):
-        return model(window, present.expand(window.shape[0], -1)).logits
+        if hasattr(model, "forward_combinations"):
+            return model.forward_combinations(window, combinations).flatten(1, 2)  # (B, K·C, *roi)
+        n = window.shape[0]  # any model with forward(image, present).logits: one pass per combination
+        return torch.cat([model(window, torch.tensor(c, device=window.device).expand(n, -1)).logits
+                          for c in combinations], dim=1)
 
     logits = sliding_window_inference(image, roi_size, sw_batch_size, predictor, overlap=overlap, mode="gaussian")
     model.train(was_training)
-    return logits[0].float().cpu()
+    return logits[0].float().cpu().unflatten(0, (len(combinations), -1))
+
+
+def predict_logits(model, image, present, roi_size, overlap: float = OVERLAP, sw_batch_size: int = 4,
+                   device=None) -> torch.Tensor:
+    """Logits (C, *spatial) of one volume ``image`` (M, *spatial) given the ``present`` mask (M,)."""
+    return predict_combinations(model, image, [present], roi_size, overlap, sw_batch_size, device)[0]
 
 
 def logits_to_label(logits: torch.Tensor, head: str = "regions") -> np.ndarray:
@@ -72,11 +92,12 @@ def region_dice(prediction, truth) -> np.ndarray:
     return compute_dice(pred, true, include_background=True, ignore_empty=False)[0].numpy()
 
 
-def evaluate(model, volumes, roi_size, combinations=None, overlap: float = 0.5, sw_batch_size: int = 2,
+def evaluate(model, volumes, roi_size, combinations=None, overlap: float = OVERLAP, sw_batch_size: int = 4,
              progress: bool = True):
     """Dice of ``model`` on every case and combination, as a long DataFrame.
 
-    ``volumes``: iterable of ``(case_id, images (4, *spatial), label)``; ``combinations``: present-masks,
+    ``volumes``: iterable of ``(case_id, images (4, *spatial), label)``; ``roi_size``: the sliding window,
+    which should be the crop the model was trained on (:func:`check_window`); ``combinations``: present-masks,
     by default :func:`model_combinations` (all 15 for the shared-encoder model). Columns: ``case``,
     ``combination`` (e.g. "FLAIR+T1ce"), ``n_present``, ``region``, ``dice``.
     """
@@ -85,18 +106,48 @@ def evaluate(model, volumes, roi_size, combinations=None, overlap: float = 0.5, 
 
     volumes = list(volumes)
     head = model.config.head
-    combinations = model_combinations(model.config) if combinations is None else combinations
+    combinations = model_combinations(model.config) if combinations is None else list(combinations)
     rows = []
-    with tqdm(total=len(volumes) * len(combinations), desc="evaluate", disable=not progress, leave=False) as bar:
-        for case_id, images, label in volumes:
-            for present in combinations:
-                logits = predict_logits(model, images, present, roi_size, overlap, sw_batch_size)
-                dice = region_dice(logits_to_label(logits, head), label)
-                for region, value in zip(REGION_NAMES, dice):
-                    rows.append({"case": case_id, "combination": combination_name(present),
-                                 "n_present": int(sum(present)), "region": region, "dice": float(value)})
-                bar.update(1)
+    for case_id, images, label in tqdm(volumes, desc="evaluate", disable=not progress, leave=False):
+        if label is None:
+            raise ValueError(f"case {case_id}: no label map, so there is nothing to score it against")
+        logits = predict_combinations(model, images, combinations, roi_size, overlap, sw_batch_size)
+        for present, combination_logits in zip(combinations, logits):
+            dice = region_dice(logits_to_label(combination_logits, head), label)
+            for region, value in zip(REGION_NAMES, dice):
+                rows.append({"case": case_id, "combination": combination_name(present),
+                             "n_present": int(sum(present)), "region": region, "dice": float(value)})
     return pd.DataFrame(rows)
+
+
+def check_window(roi_size, trained_roi) -> tuple:
+    """The evaluation window, refused unless it is the crop the model was trained on.
+
+    The course's networks normalise every feature map by its own statistics (instance norm), computed over
+    the window. A window larger than the training crop holds more healthy brain and background than any
+    training crop did, so every normalised feature shifts: a baseline trained on 32³ crops lost 20-60 Dice
+    points on 64³ windows (notebook 02 measures it with :func:`window_sensitivity`).
+    """
+    roi_size, trained_roi = tuple(int(r) for r in roi_size), tuple(int(r) for r in trained_roi)
+    if roi_size != trained_roi:
+        raise ValueError(f"evaluation window {roi_size} differs from the training crop {trained_roi}: the model's "
+                         f"instance-norm statistics would not be those it was trained with; evaluate with {trained_roi}")
+    return roi_size
+
+
+def window_sensitivity(model, volumes, windows, combinations=None, overlap: float = OVERLAP, progress: bool = False):
+    """Mean Dice per region for each sliding-window size of ``windows`` (ints or tuples): how much a model's
+    score depends on evaluating it at the crop it was trained on. A DataFrame, index = window, columns =
+    ET, TC, WT, mean (in %)."""
+    import pandas as pd
+
+    rows = {}
+    for window in windows:
+        roi = tuple(window) if np.ndim(window) else (int(window),) * model.config.spatial_dims
+        results = evaluate(model, volumes, roi, combinations, overlap, progress=progress)
+        means = results.groupby("region").dice.mean() * 100
+        rows["×".join(map(str, roi))] = {**{r: means[r] for r in REGION_NAMES}, "mean": means.mean()}
+    return pd.DataFrame(rows).T.rename_axis("window")
 
 
 def combination_means(results):
@@ -147,6 +198,83 @@ def paired_ttest(results_a, results_b, region: str, unit: str = "combination", a
     return float(ttest_rel(a.to_numpy(), b.to_numpy(), alternative=alternative).pvalue)
 
 
+VERDICTS = ("better", "worse", "tie")
+
+
+def compare_seeds(runs: dict, reference: str, combinations=None, alpha: float = 0.05, spread: float | None = None):
+    """Each method against ``reference`` over training seeds: the comparison every table of the course states.
+
+    ``runs`` maps a label to a list of :func:`evaluate` tables, one per seed (the same cases in all).
+    ``combinations`` (names, e.g. ``["T1"]``) restricts the rows. For every method other than ``reference``
+    and every region (and ``mean``, the mean of the three): the mean Dice over cases and combinations for each
+    seed, reported as mean and SD over seeds (in %); the ``difference`` of the two means; the ``spread``, the
+    larger of the two seed SDs; ``p``, a two-sided paired t-test (scipy) over the cases, each case's Dice averaged
+    over its combinations and the seeds; and the ``verdict``: ``better`` or ``worse`` when the difference exceeds
+    the seed spread *and* p < ``alpha``, else ``tie`` -- a difference that chance between two runs of the same
+    method can produce is not a finding. ``spread`` (points) replaces the measured seed spread, e.g. to judge
+    single-seed ablations by the spread of seeded runs of the same recipe.
+    """
+    import pandas as pd
+    from scipy.stats import ttest_rel
+
+    def restrict(table):
+        table = table if combinations is None else table[table.combination.isin(list(combinations))]
+        if table.empty:
+            raise ValueError(f"no results for the combinations {combinations}")
+        return table.assign(mean=0.0)
+
+    def region_values(table, region):
+        if region == "mean":
+            return table.groupby(["case", "combination"]).dice.mean()
+        return table[table.region == region].set_index(["case", "combination"]).dice
+
+    if reference not in runs:
+        raise ValueError(f"reference {reference!r} is not among the runs {list(runs)}")
+    rows = []
+    for label, tables in runs.items():
+        if label == reference:
+            continue
+        for region in (*REGION_NAMES, "mean"):
+            ours = [region_values(restrict(t), region) for t in tables]
+            theirs = [region_values(restrict(t), region) for t in runs[reference]]
+            seed_means = np.array([100 * v.mean() for v in ours])
+            reference_means = np.array([100 * v.mean() for v in theirs])
+            per_case = pd.concat(ours, axis=1).mean(axis=1).groupby(level="case").mean()
+            per_case_reference = pd.concat(theirs, axis=1).mean(axis=1).groupby(level="case").mean()
+            if not per_case.index.equals(per_case_reference.index):
+                raise ValueError(f"{label} and {reference} were evaluated on different cases")
+            sd = seed_means.std(ddof=1) if len(seed_means) > 1 else float("nan")
+            reference_sd = reference_means.std(ddof=1) if len(reference_means) > 1 else float("nan")
+            if spread is not None:
+                seed_spread = float(spread)
+            else:
+                seed_spread = np.nanmax([sd, reference_sd]) if len(seed_means) > 1 or len(reference_means) > 1 else 0.0
+            difference = seed_means.mean() - reference_means.mean()
+            p = float(ttest_rel(per_case.to_numpy(), per_case_reference.to_numpy()).pvalue) if len(per_case) > 1 else float("nan")
+            significant = p < alpha
+            verdict = ("better" if difference > seed_spread and significant else
+                       "worse" if difference < -seed_spread and significant else "tie")
+            rows.append({"method": label, "region": region, "mean": seed_means.mean(), "sd": sd,
+                         "reference": reference_means.mean(), "reference_sd": reference_sd, "difference": difference,
+                         "spread": seed_spread, "p": p, "verdict": verdict, "seeds": len(tables), "cases": len(per_case)})
+    return pd.DataFrame(rows)
+
+
+def describe_comparison(row, reference: str) -> str:
+    """One sentence from a row of :func:`compare_seeds`, e.g. "LCKD vs baseline, ET: 45.1 ± 1.2 vs 43.0 ± 0.9
+    (3 seeds), +2.1 points, p = 0.03 over 12 cases: a tie (within the seed spread of 2.3)"."""
+    spread = f"seed spread {row['spread']:.1f}"
+    what = {"better": f"better (beyond the {spread}, p < 0.05)", "worse": f"worse (beyond the {spread}, p < 0.05)",
+            "tie": (f"a tie (within the {spread})" if abs(row["difference"]) <= row["spread"]
+                    else "a tie (p ≥ 0.05)")}[row["verdict"]]
+    sd = lambda v: "" if np.isnan(v) else f" ± {v:.1f}"  # noqa: E731
+    seeds = f"{row['seeds']} seed{'s' if row['seeds'] != 1 else ''}"
+    region = "mean of ET, TC, WT" if row["region"] == "mean" else row["region"]
+    return (f"{row['method']} vs {reference}, {region}: {row['mean']:.1f}{sd(row['sd'])} vs "
+            f"{row['reference']:.1f}{sd(row['reference_sd'])} ({seeds}), {row['difference']:+.1f} points, "
+            f"p = {row['p']:.2g} over {row['cases']} cases: {what}")
+
+
 @torch.no_grad()
 def latent_features(model, volumes, level: int = 0, max_positions: int | None = None, seed: int = 0,
                     brain_fraction: float = 0.5, device=None) -> torch.Tensor:
@@ -184,3 +312,61 @@ def latent_features(model, volumes, level: int = 0, max_positions: int | None = 
         chunks.append(features)
     model.train(was_training)
     return torch.cat(chunks, dim=-1)
+
+
+@torch.no_grad()
+def feature_variation(model, patches, level: int = -1, batch_size: int = 4) -> np.ndarray:
+    """How much each modality's features at encoder ``level`` vary from one input patch to another, all
+    modalities present: per modality, the mean over feature elements of their standard deviation across the
+    patches, divided by the mean absolute feature (a coefficient of variation; (M,) array).
+
+    A feature that is (nearly) the same for every input carries no information about it, whatever its size:
+    distilling it, or generating it as the mean of others, changes nothing the decoder can use.
+    """
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    features = torch.cat([model(chunk.to(device)).features[level].float().cpu()
+                          for chunk in torch.as_tensor(patches).split(batch_size)])  # (P, M, C, *spatial)
+    model.train(was_training)
+    flat = features.flatten(2)  # (P, M, K)
+    spread = flat.std(dim=0).mean(dim=1)
+    scale = flat.abs().mean(dim=(0, 2)).clamp_min(1e-12)
+    return (spread / scale).numpy()
+
+
+def reliance_patches(volumes, roi_size, n_patches: int = 32, seed: int = 0) -> torch.Tensor:
+    """(P, M, *roi) training-like patches (half centred on tumour, half anywhere; no augmentation, every
+    modality present) drawn from ``volumes`` (``(case_id, images, label)``), seeded."""
+    from .dataset import PatchDataset
+
+    dataset = PatchDataset([(images, label) for _, images, label in volumes], roi_size, fg_prob=0.5, flip=False,
+                           intensity=0.0, drop_policy="none", seed=seed)
+    return torch.stack([dataset[i]["image"] for i in range(n_patches)])
+
+
+def feature_reliance(model, volumes, roi_size, level: int = -1, combinations=None, overlap: float = OVERLAP,
+                     n_patches: int = 32, seed: int = 0, intact=None) -> dict:
+    """Whether the prediction uses the features at encoder ``level`` (-1: the bottleneck, where LCKD and MetaKD
+    distil): the mean Dice (over cases, combinations and regions, in %) with the features intact and with
+    them zeroed for every modality (:class:`~mmkd_helpers.models.FeatureScaled`), the ``drop`` between the
+    two in points, and ``variation``, each modality's :func:`feature_variation` over ``n_patches`` patches.
+
+    A distillation term on features whose zeroing costs nothing, or that do not vary with the input, acts on
+    a dead pathway: it can move the features without moving the prediction. ``intact``: the model's
+    :func:`evaluate` table on the same volumes and combinations, if already computed.
+    """
+    from .constants import MODALITY_NAMES
+    from .models import FeatureScaled
+
+    volumes = list(volumes)
+    streams = model.config.num_modalities if model.config.fusion == "shared" else 1
+    if intact is None:
+        intact = evaluate(model, volumes, roi_size, combinations, overlap, progress=False)
+    intact = intact.dice.mean() * 100
+    zeroed_model = FeatureScaled(model, [0.0] * streams, level)
+    zeroed = evaluate(zeroed_model, volumes, roi_size, combinations, overlap, progress=False).dice.mean() * 100
+    variation = feature_variation(model, reliance_patches(volumes, roi_size, n_patches, seed), level)
+    names = MODALITY_NAMES[:streams] if streams > 1 else ("all",)
+    return {"level": level, "dice": float(intact), "dice_zeroed": float(zeroed), "drop": float(intact - zeroed),
+            "variation": dict(zip(names, map(float, variation)))}

@@ -20,24 +20,33 @@ csf               0.30   0.45  0.15  2.40  free water: long T1 (dark on T1), lon
 grey_matter       1.20   0.85  0.65  1.30  more water, less myelin than white matter: longer T1 and
                                            T2, so darker on T1, brighter on T2 and FLAIR
 white_matter      1.00   1.00  1.00  1.00  myelin shortens T1 and T2: bright on T1, darker on T2/FLAIR
-edema             1.75   0.78  0.42  1.95  extra water in the tissue: long T2, but not free, so not
-                                           nulled: FLAIR's brightest tissue; dark-ish on T1
-necrotic_core     1.35   0.60  0.30  2.20  dead, watery tissue: very long T1 and T2, partly nulled on
-                                           FLAIR; no blood flow, so no gadolinium: dark on T1ce
-enhancing_tumour  1.50   0.78  1.90  1.70  leaky blood-brain barrier lets gadolinium in, which
+edema             1.75   0.92  0.75  1.95  extra water in the tissue: long T2, but not free, so not
+                                           nulled: bright on FLAIR; on T1 about as dark as the
+                                           average brain
+necrotic_core     1.90   0.75  0.55  2.40  dead, watery tissue: very long T1 and T2, bright on FLAIR
+                                           (proteinaceous fluid is not nulled); no blood flow, so no
+                                           gadolinium: dark on T1ce
+enhancing_tumour  1.85   0.90  1.35  2.05  leaky blood-brain barrier lets gadolinium in, which
                                            shortens T1: bright on T1ce only; cellular, edematous
-                                           tumour: fairly bright on T2/FLAIR, dark-ish on T1
+                                           tumour: bright on T2/FLAIR like the edema around it
 ================  =====  ====  ====  ====  ==========================================================
 
 T1ce differs from T1 beyond gadolinium: in BraTS it is mostly a 3D gradient-echo scan (MPRAGE-like),
 more strongly T1-weighted than the 2D (often spin-echo) T1, so water-rich tissues are darker on it;
 this is also why T1 is the least informative modality.
 
-Consequences, which are properties of the data and hard-coded nowhere else: voxel by voxel, T1ce is the
-best single modality for the enhancing tumour, FLAIR (then T2) for the whole tumour, and T1 is the
-weakest; every modality carries some, noisy, information about every region. For the tumour core
-T1ce's advantage is spatial: its bright rim outlines the core, while on FLAIR and T2 the core is about
-as bright as the edema around it -- a network sees that, a single voxel does not.
+**Calibrated on real data.** The tumour sizes, the tumour rows of the table, the per-case jitter of the
+table and the texture were set so that two statistics of :mod:`mmkd_helpers.calibration` -- each region's
+volume fraction of the brain and each modality's voxel-wise AUC (region against the rest of the brain, and
+ET / TC against the rest of the tumour) -- fall within one standard deviation of their values on ten real
+BraTS 2018 cases (shipped as aggregate numbers; notebook 01 shows both side by side). Nothing else was tuned
+on them, and nothing at all on a network's results.
+
+Consequences, which are properties of the data and hard-coded nowhere else: against healthy brain, every
+tumour compartment is brightest on FLAIR (then T2), and T1 is the weakest modality; *inside* the tumour,
+T1ce is what tells the enhancing tumour from the edema around it, and T2 (the watery necrosis) the core.
+Every modality carries some, noisy, information about every region, and the contrasts vary from case to
+case as scanners do.
 """
 
 import functools
@@ -50,16 +59,16 @@ import numpy as np
 from .constants import MODALITIES
 from .fileio import atomic_path
 
-PHANTOM_VERSION = "1"
+PHANTOM_VERSION = "2"
 """Bumped whenever the output for a given seed changes."""
 
 CONTRAST_TABLE: dict[str, tuple[float, float, float, float]] = {
     "csf": (0.30, 0.45, 0.15, 2.40),
     "grey_matter": (1.20, 0.85, 0.65, 1.30),
     "white_matter": (1.00, 1.00, 1.00, 1.00),
-    "edema": (1.75, 0.78, 0.42, 1.95),
-    "necrotic_core": (1.35, 0.60, 0.30, 2.20),
-    "enhancing_tumour": (1.50, 0.78, 1.90, 1.70),
+    "edema": (1.75, 0.92, 0.75, 1.95),
+    "necrotic_core": (1.90, 0.75, 0.55, 2.40),
+    "enhancing_tumour": (1.85, 0.90, 1.35, 2.05),
 }
 """Tissue -> relative mean intensity in (FLAIR, T1, T1ce, T2); the reasons are in the module docstring."""
 
@@ -70,6 +79,12 @@ _BRAIN_MARGIN = 1.1  # the default field of view leaves room for the random scal
 _LOW_GRADE_FRACTION = 0.12
 _SECOND_TUMOUR_FRACTION = 0.15
 _EDGE = 0.02  # partial-volume transition at compartment borders, as a fraction of the radius
+# Calibrated on real BraTS statistics (module docstring; tests/test_phantom.py checks the result):
+_TUMOUR_RADIUS_MM = (20.0, 44.0)  # mean radius of the whole tumour, uniform
+_CORE_SCALE = (0.65, 0.95)  # core radii / whole-tumour radii, uniform
+_NECROSIS_SCALE = (0.75, 0.97)  # necrosis radius / core radius, uniform
+_TABLE_JITTER = 0.12  # per-case log-normal jitter of the contrast table (scanners and tumours differ)
+_TEXTURE = 0.18  # relative amplitude of the intensity texture inside the tumour
 
 
 @dataclass
@@ -194,7 +209,7 @@ def _tumour_fields(rng, shape, spacing, wm) -> tuple[np.ndarray, np.ndarray, np.
     Centred in white matter, supratentorial and off the midline, where gliomas mostly grow.
     """
     grid = _grid_mm(shape, spacing)
-    radius = rng.uniform(14.0, 32.0)
+    radius = rng.uniform(*_TUMOUR_RADIUS_MM)
     where = (wm > 0.5) & (np.abs(grid[0]) > 0.8 * radius + 5.0) & (grid[2] > -10.0)
     if not where.any():
         where = wm > 0.1
@@ -219,11 +234,11 @@ def _nested_blob(rng, shape, spacing, centre, radius) -> tuple[np.ndarray, np.nd
 
     radii = radius * rng.uniform(0.7, 1.3, 3)
     whole = ellipsoid(centre, radii) + 0.25 * noise[0]
-    core_radius = ellipsoid(centre + rng.normal(0.0, 0.1 * radius, 3), radii * rng.uniform(0.6, 0.9))
+    core_radius = ellipsoid(centre + rng.normal(0.0, 0.1 * radius, 3), radii * rng.uniform(*_CORE_SCALE))
     core = np.maximum(core_radius + 0.25 * noise[1], whole + 0.1)
     if rng.random() < _LOW_GRADE_FRACTION:
         return whole, core, core  # low-grade-like: no enhancement, the core is all NCR/NET
-    necrosis = np.maximum(core_radius / rng.uniform(0.55, 0.9) + 0.3 * noise[2], core + 0.2)
+    necrosis = np.maximum(core_radius / rng.uniform(*_NECROSIS_SCALE) + 0.3 * noise[2], core + 0.2)
     return whole, core, necrosis
 
 
@@ -249,10 +264,10 @@ def _tumours(rng, shape, spacing, brain, wm, csf) -> tuple[np.ndarray, np.ndarra
 def _render(rng, shape, spacing, normal: np.ndarray, tumour: np.ndarray, brain: np.ndarray) -> np.ndarray:
     """Mix tissue contrasts and add what a scanner adds: texture, bias field, Rician noise, arbitrary units."""
     table = np.array([CONTRAST_TABLE[t] for t in _NORMAL_TISSUES + _TUMOUR_TISSUES], np.float32)
-    table *= np.exp(0.04 * rng.standard_normal(table.shape, dtype=np.float32))  # site-to-site variation
+    table *= np.exp(_TABLE_JITTER * rng.standard_normal(table.shape, dtype=np.float32))  # site-to-site variation
     normal_signal = np.einsum("tm,txyz->mxyz", table[:3], normal, optimize=True)
     tumour_signal = np.einsum("tm,txyz->mxyz", table[3:], tumour, optimize=True)
-    texture = 1.0 + 0.1 * _smooth_noise(rng, shape, spacing, 4.0, count=4)  # tumour heterogeneity
+    texture = 1.0 + _TEXTURE * _smooth_noise(rng, shape, spacing, 4.0, count=4)  # tumour heterogeneity
     bias = np.exp(0.07 * _smooth_noise(rng, shape, spacing, 60.0, count=4))
     signal = (normal_signal + texture * tumour_signal) * bias
     sigma = rng.uniform(0.03, 0.06, (4, 1, 1, 1)).astype(np.float32)

@@ -23,16 +23,18 @@ from .methods import Method
 class TrainConfig:
     steps: int = 300
     batch_size: int = 2  # per process
-    optimizer: str = "adam"  # "adam" (L2 decay in the gradient), "adamw" (decoupled decay), or "sgd"
-    # (Nesterov, momentum 0.99: the LCKD/MetaKD code)
+    optimizer: str = "adamw"  # "adamw" (decoupled decay), "adam" (L2 decay in the gradient), or "sgd"
+    # (Nesterov, momentum 0.99: the LCKD/MetaKD code); decay on >= 2-D weights only (configure_optimizer)
     lr: float = 1e-3
-    weight_decay: float = 1e-5
+    weight_decay: float = 1e-2
     schedule: str = "poly"  # "poly" (power 0.9, the official codes), "cosine" (the LCKD paper), "constant"
     amp: bool = True  # mixed precision; used on CUDA only (bf16 autocast is slower on CPUs)
     seed: int = 0
     checkpoint_every: int = 0  # steps; 0 saves only at the end (when an output folder is given)
     num_workers: int = 0  # DataLoader workers; 0 is the safe default in notebooks and on Windows
     grad_clip: float = 0.0  # max gradient norm; 0 disables
+    validate_every: int = 0  # steps between validation Dice measurements (val_ET/TC/WT in the history); 0: never
+    seg_loss: str = "dice_ce"  # "dice_ce" (MONAI Dice + CE/BCE) or "protokd_code" (losses.segmentation.protokd_code_loss)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -74,22 +76,36 @@ def load_trained_model(path, device="cpu"):
     return model.to(device).eval(), state["config"]
 
 
-def make_optimizer(params, config: TrainConfig) -> torch.optim.Optimizer:
-    """Adam, AdamW or SGD over ``params``.
+OPTIMIZERS = ("adamw", "adam", "sgd")
 
-    Adam adds ``weight_decay · w`` to the gradient, and its normalisation turns that into a step of about
-    ``lr`` toward 0 for any weight whose loss gradient is smaller still: a path the loss barely uses is
-    switched off within a few hundred steps (notebook 07 shows it on the full-modality teachers, whose
-    decoders stop reading the bottleneck). AdamW decays by ``lr · weight_decay · w`` instead, independent
-    of the gradient's scale (Loshchilov & Hutter, ICLR 2019).
+
+def parameter_groups(model: torch.nn.Module, extra=(), weight_decay: float = 0.0) -> list:
+    """Two optimiser groups, as nanoGPT's ``configure_optimizers``: weight decay on the weights of
+    convolutions and linear layers (tensors of 2 or more dimensions), none on norms' scales and shifts, biases
+    and ``extra`` (a method's own parameters: MetaKD's IWV, P*_mix's weights), whose size is not a capacity to
+    regularise but the quantity being learned."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    return [{"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
+            {"params": [p for p in params if p.dim() < 2] + list(extra), "weight_decay": 0.0}]
+
+
+def configure_optimizer(model: torch.nn.Module, config: TrainConfig, extra=()) -> torch.optim.Optimizer:
+    """AdamW (the default), Adam or SGD over :func:`parameter_groups`.
+
+    AdamW decays by ``lr · weight_decay · w``, independent of the gradient's scale (Loshchilov & Hutter,
+    ICLR 2019). Adam adds ``weight_decay · w`` to the gradient instead, and its normalisation turns that into
+    a step of about ``lr`` toward 0 for any weight whose loss gradient is smaller still: a path the loss
+    barely uses is switched off within a few hundred steps (notebook 02 measures it: the decoder stops
+    reading the bottleneck, where LCKD and MetaKD distil). SGD is the LCKD/MetaKD code's (Nesterov, 0.99).
     """
-    if config.optimizer == "adam":
-        return torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
+    groups = parameter_groups(model, extra, config.weight_decay)
     if config.optimizer == "adamw":
-        return torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+        return torch.optim.AdamW(groups, lr=config.lr)
+    if config.optimizer == "adam":
+        return torch.optim.Adam(groups, lr=config.lr)
     if config.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=config.lr, momentum=0.99, nesterov=True, weight_decay=config.weight_decay)
-    raise ValueError(f"unknown optimizer {config.optimizer!r}")
+        return torch.optim.SGD(groups, lr=config.lr, momentum=0.99, nesterov=True)
+    raise ValueError(f"unknown optimizer {config.optimizer!r}; choose from {OPTIMIZERS}")
 
 
 def lr_factor(step: int, total: int, schedule: str) -> float:
@@ -152,14 +168,13 @@ class Trainer:
         self.out_dir = Path(out_dir) if out_dir is not None else None
         self.extra = extra or {}  # plain values saved with every checkpoint (e.g. the data split)
         self.val_volumes = list(val_volumes or [])  # (case_id, images, label): for hooks (teacher election, meta steps)
-        self.seg_loss = segmentation_loss(model.config.head)
+        self.seg_loss = segmentation_loss(model.config.head, config.seg_loss)
         self.use_amp = config.amp and self.device.type == "cuda"
         self.amp_dtype = torch.bfloat16 if self.use_amp and torch.cuda.is_bf16_supported() else torch.float16
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp and self.amp_dtype == torch.float16)
         self.step, self.history = 0, []
         self.method.setup(self)
-        self.optimizer = make_optimizer([p for p in self.model.parameters() if p.requires_grad]
-                                        + list(self.method.parameters()), config)
+        self.optimizer = configure_optimizer(self.model, config, self.method.parameters())
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda step: lr_factor(step, config.steps, config.schedule))
         self.train_model = self.model
@@ -192,7 +207,11 @@ class Trainer:
         bar = tqdm(total=self.config.steps, initial=self.step, desc=self.method.name,
                    disable=not self.progress or self.rank != 0)
         self.model.train()
-        for batch in loader:
+        rng = torch.get_rng_state()
+        batches = iter(loader)
+        if self.step > 0:  # the loader drew its base seed from the global RNG, which skip dropout also draws from:
+            torch.set_rng_state(rng)  # a continued run takes the stream where it stopped, as if never interrupted
+        for batch in batches:
             started = time.perf_counter()
             batch = {k: v.to(self.device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
             with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.use_amp):
@@ -217,6 +236,9 @@ class Trainer:
                 if self.step % hook.every == 0:
                     row.update(hook.fn(self, self.step) or {})
                     self.model.train()
+            if self.config.validate_every and (self.step % self.config.validate_every == 0
+                                               or self.step == self.config.steps):
+                row.update(self.validate())
             self.history.append(row)
             bar.update(1)
             bar.set_postfix(loss=f"{row['loss']:.3f}")
@@ -225,6 +247,18 @@ class Trainer:
         bar.close()
         self.save_checkpoint()
         return self.history_frame()
+
+    def validate(self) -> dict:
+        """Mean Dice per region (``val_ET``, ``val_TC``, ``val_WT``, in [0, 1]) of the model on the validation
+        volumes, over the combinations it is evaluated on, with sliding windows of the training crop: the
+        validation curve that shows whether the step budget reached a plateau."""
+        from .evaluation import evaluate
+
+        if not self.val_volumes:
+            raise ValueError("validate_every needs validation volumes: give the Trainer val_volumes")
+        results = evaluate(self.model, self.val_volumes, self.dataset.roi_size, progress=False)
+        self.model.train()
+        return {f"val_{region}": float(v) for region, v in results.groupby("region").dice.mean().items()}
 
     def average_method_gradients(self) -> None:
         """Average the gradients of the method's own parameters over processes (DDP averages only the model's)."""

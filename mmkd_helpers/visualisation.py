@@ -122,3 +122,30 @@ def plot_by_modality(ax, embedding, modality_index, title: str = "", names=MODAL
     ax.set_title(title, fontsize=10)
     ax.set_xticks([])
     ax.set_yticks([])
+
+
+def plot_calibration(ours, real, labels=("phantom", "real")):
+    """Two :func:`mmkd_helpers.calibration.summarise` tables side by side, mean ± SD over cases: per region,
+    the volume fraction of the brain (left) and each modality's voxel-wise AUC against the rest of the brain
+    and, for ET and TC, against the rest of the tumour (right)."""
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 3.8), gridspec_kw={"width_ratios": [1, 3]})
+    tables = [t.set_index(["region", "statistic"]) for t in (ours, real)]
+    for shift, (table, label) in zip((-0.15, 0.15), zip(tables, labels)):
+        for ax, keys in ((left, [(r, "fraction") for r in REGION_NAMES]),
+                         (right, [(r, f"{kind}auc_{m}") for kind in ("", "tumour_") for r in REGION_NAMES
+                                  for m in MODALITY_NAMES if (r, f"{kind}auc_{m}") in table.index])):
+            keys = [k for k in keys if k in tables[1].index]
+            x = np.arange(len(keys)) + shift
+            ax.errorbar(x, table.loc[keys, "mean"], yerr=table.loc[keys, "sd"], fmt="o", capsize=2, label=label)
+            names = [r if s == "fraction" else f"{r}/WT\n{s[len('tumour_auc_'):]}" if s.startswith("tumour_")
+                     else f"{r}\n{s[len('auc_'):]}" for r, s in keys]
+            ax.set_xticks(np.arange(len(keys)), names, fontsize=7)
+    left.set_title("volume fraction of the brain")
+    right.set_title("voxel-wise AUC of each modality against the rest of the brain, and (ET/WT, TC/WT) against the "
+                    "rest of the tumour; 0.5: no information", fontsize=9)
+    right.axhline(0.5, color="grey", lw=0.5)
+    left.legend()
+    fig.tight_layout()
+    return fig

@@ -143,3 +143,30 @@ def test_evaluate_missing_checkpoint(tmp_path, capsys):
     assert main(["evaluate", "--checkpoint", str(tmp_path / "nope.pt"), "--out", str(tmp_path / "r.csv")]) == 2
     assert "nope.pt: no such checkpoint" in capsys.readouterr().err
     assert not (tmp_path / "r.csv").exists()
+
+
+def test_evaluate_uses_the_runs_training_crop_and_refuses_another_window(phantom_dir, tmp_path, capsys):
+    """A model is evaluated with windows of the crop it was trained on (instance norm sees at test what it saw
+    in training): that is the default, and any other window is refused before anything is written."""
+    from mmkd_helpers.cli import load_run
+    from mmkd_helpers.course import load_data
+    from mmkd_helpers.evaluation import evaluate
+
+    run = tmp_path / "run"
+    assert main(["train", "--fast", "--data", str(phantom_dir), "--out", str(run), "--steps", "4", "--roi", "16",
+                 "--device", "cpu"]) == 0
+    default, explicit, refused = (tmp_path / f"{n}.csv" for n in ("default", "explicit", "refused"))
+    assert main(["evaluate", "--checkpoint", str(run / "last.pt"), "--out", str(default), "--device", "cpu"]) == 0
+    assert main(["evaluate", "--checkpoint", str(run / "last.pt"), "--out", str(explicit), "--device", "cpu",
+                 "--window", "16"]) == 0
+    assert pd.read_csv(default).equals(pd.read_csv(explicit))
+    capsys.readouterr()
+    assert main(["evaluate", "--checkpoint", str(run / "last.pt"), "--out", str(refused), "--device", "cpu",
+                 "--window", "32"]) == 2
+    error = capsys.readouterr().err
+    assert "training crop (16, 16, 16)" in error and len(error.strip().splitlines()) == 1 and not refused.exists()
+    model, config, saved = load_run(run / "last.pt")
+    data = load_data(phantom_dir, config, progress=False)
+    volumes = [(c, *data["volumes"][c]) for c in saved["split"]["test"]]
+    by_hand = evaluate(model, volumes, (16, 16, 16), overlap=config.eval_overlap, progress=False)
+    assert list(by_hand.dice.round(6)) == list(pd.read_csv(default).dice.round(6))

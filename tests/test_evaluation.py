@@ -94,3 +94,101 @@ def test_paired_ttest_matches_scipy_and_is_one_tailed():
     assert p == pytest.approx(ttest_rel(means(a), means(b), alternative="greater").pvalue)
     assert p < 0.01 and paired_ttest(b, a, "ET") > 0.99
     assert paired_ttest(a, b, "ET", unit="case") < 0.01
+
+
+def test_evaluate_refuses_a_case_without_a_label_map():
+    from mmkd_helpers.models import build_model
+
+    model = build_model(ModelConfig(base_channels=2, depth=2))
+    with pytest.raises(ValueError, match="case c: no label map"):
+        evaluate(model, [("c", np.zeros((4, 8, 8, 8), np.float32), None)], (8, 8, 8), progress=False)
+
+
+def test_check_window_accepts_the_training_crop_only():
+    from mmkd_helpers.evaluation import check_window
+
+    assert check_window([32, 32, 32], (32, 32, 32)) == (32, 32, 32)
+    with pytest.raises(ValueError, match=r"differs from the training crop \(32, 32, 32\)"):
+        check_window((64, 64, 64), (32, 32, 32))
+
+
+def test_feature_variation_by_hand():
+    """Two patches; modality 0's single feature element is 1 then 3 (SD 1.414, mean |f| 2: CV 0.707),
+    modality 1's is 5 both times (CV 0)."""
+    from types import SimpleNamespace
+
+    from mmkd_helpers.evaluation import feature_variation
+
+    class Fixed(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.weight = torch.nn.Parameter(torch.zeros(1))
+
+        def forward(self, image):
+            values = torch.stack([image[:, 0, 0, 0], torch.full_like(image[:, 0, 0, 0], 5.0)], dim=1)
+            return SimpleNamespace(features=[values.view(-1, 2, 1, 1)])
+
+    patches = torch.tensor([1.0, 3.0]).view(2, 1, 1, 1).expand(2, 2, 1, 1).contiguous()
+    assert np.allclose(feature_variation(Fixed(), patches, level=0), [np.sqrt(2) / 2, 0.0])
+
+
+def test_feature_reliance_sees_a_pathway_the_decoder_uses_and_one_it_does_not():
+    """A trained toy model: zeroing its first level (everything reads it) costs Dice; a bottleneck whose
+    decoder weights are zero costs nothing. (Whether the bottleneck of a trained model matters depends on the
+    task: this toy one is solved by intensity alone, through the skips.)"""
+    from dataclasses import replace
+
+    from mmkd_helpers.dataset import PatchDataset
+    from mmkd_helpers.evaluation import feature_reliance
+    from mmkd_helpers.models import build_model
+    from mmkd_helpers.training import TrainConfig, Trainer
+    from test_training import toy_volumes
+
+    volumes = toy_volumes(4, size=16)
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(base_channels=4, depth=3))
+    Trainer(model, PatchDataset(volumes[:3], (16, 16, 16), seed=0), TrainConfig(steps=60, lr=1e-2, batch_size=2),
+            device="cpu", progress=False).fit()
+    cases = [(f"c{i}", *v) for i, v in enumerate(volumes)]
+    combos = [(True, True, True, True)]
+    used = feature_reliance(model.eval(), cases, (16, 16, 16), level=0, combinations=combos, n_patches=4)
+    assert used["drop"] > 10 and used["dice"] > used["dice_zeroed"]
+    assert set(used["variation"]) == {"FLAIR", "T1", "T1ce", "T2"} and min(used["variation"].values()) > 0.1
+    with torch.no_grad():
+        model.upsample[-1].weight.zero_()  # the decoder's only read of the bottleneck
+    dead = feature_reliance(model, cases, (16, 16, 16), combinations=combos, n_patches=4)
+    assert dead["drop"] == pytest.approx(0.0, abs=1e-6)
+
+
+def _table(values: dict) -> "pd.DataFrame":
+    """An evaluate()-shaped table from {(case, region): dice}, one combination."""
+    return pd.DataFrame([{"case": c, "combination": "T1", "n_present": 1, "region": r, "dice": d}
+                         for (c, r), d in values.items()])
+
+
+def test_compare_seeds_by_hand():
+    """Two cases, regions ET/TC/WT, 2 seeds each. Baseline: every Dice 0.5 in seed 0 and 0.6 in seed 1
+    (seed means 50 and 60: mean 55, SD 7.07). Method A: 0.9 and 0.9 on case 1, 0.7 and 0.9 on case 2
+    (seed means 80, 90: mean 85, SD 7.07): +30 points, far beyond the spread; per-case means (0.9, 0.8)
+    against (0.55, 0.55): differences 0.35 and 0.25, t = 0.30 / 0.05 = 6 with 1 df, p = 2 (1/2 - arctan(6) / π)
+    = 0.105, not significant: a tie. Method B equals
+    the baseline plus 0.001: +0.1 points, inside the spread: a tie."""
+    cases, regions = ("c1", "c2"), REGION_NAMES
+    base = [_table({(c, r): v for c in cases for r in regions}) for v in (0.5, 0.6)]
+    a = [_table({("c1", r): 0.9 for r in regions} | {("c2", r): v for r in regions}) for v in (0.7, 0.9)]
+    b = [t.assign(dice=t.dice + 0.001 * np.array([1, 2] * 3)) for t in base]  # +0.1 and +0.2 points
+    from mmkd_helpers.evaluation import compare_seeds, describe_comparison
+
+    table = compare_seeds({"baseline": base, "A": a, "B": b}, "baseline").set_index(["method", "region"])
+    row = table.loc[("A", "ET")]
+    assert row["mean"] == pytest.approx(85) and row["reference"] == pytest.approx(55)
+    assert row["sd"] == pytest.approx(np.sqrt(50)) and row["spread"] == pytest.approx(np.sqrt(50))
+    assert row["difference"] == pytest.approx(30) and row["p"] == pytest.approx(1 - 2 * np.arctan(6) / np.pi)
+    assert row["verdict"] == "tie" and table.loc[("B", "mean"), "verdict"] == "tie"
+    assert "a tie (p ≥ 0.05)" in describe_comparison(row.to_dict() | {"method": "A", "region": "ET"}, "baseline")
+    # with three cases the same +30 points is significant: better
+    a3 = [pd.concat([t, _table({("c3", r): 0.85 for r in regions})]) for t in a]
+    base3 = [pd.concat([t, _table({("c3", r): 0.55 for r in regions})]) for t in base]
+    assert compare_seeds({"base": base3, "A": a3}, "base").set_index("region").loc["ET", "verdict"] == "better"
+    with pytest.raises(ValueError, match="reference"):
+        compare_seeds({"A": a}, "baseline")

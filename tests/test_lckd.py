@@ -170,9 +170,8 @@ def test_single_modality_dice_averages_cases_and_hard_scores_empty_as_one():
     assert np.allclose(soft, SOFT / 2, atol=1e-6)  # soft Dice: 0 / (0 + 0 + 1)
 
 
-def fake_trainer(val=(), train=(), course=None, roi=(16, 16, 16)):
-    return SimpleNamespace(model=EchoModel(), val_volumes=list(val), extra={"course": course} if course else {},
-                           dataset=SimpleNamespace(volumes=list(train), roi_size=roi))
+def fake_trainer(val=(), train=(), roi=(16, 16, 16)):
+    return SimpleNamespace(model=EchoModel(), val_volumes=list(val), dataset=SimpleNamespace(volumes=list(train), roi_size=roi))
 
 
 def test_election_updates_teachers_and_logs_the_table():
@@ -199,11 +198,9 @@ def test_election_data_and_roi():
     method.run_election(trainer, 1)
     assert method.teachers == [FLAIR, T1CE, T2]  # the first training case, not the (empty) validation case
     assert len(method.election_volumes(fake_trainer(train=train))) == 3  # no validation cases: all
-    assert LCKD().election_roi(fake_trainer()) == (16, 16, 16)  # the training crop
-    course = {"eval_roi_size": [32, 32, 32], "eval_overlap": 0.25}
-    assert LCKD().election_roi(fake_trainer(course=course)) == (32, 32, 32)
-    assert LCKD().election_overlap(fake_trainer(course=course)) == 0.25
-    assert LCKD(election_roi=[8, 8, 8]).election_roi(fake_trainer(course=course)) == (8, 8, 8)
+    assert LCKD().election_roi(fake_trainer()) == (16, 16, 16)  # the training crop, the course's evaluation window
+    assert LCKD().election_roi(fake_trainer(roi=(24, 24, 24))) == (24, 24, 24)
+    assert LCKD(election_roi=[8, 8, 8]).election_roi(fake_trainer()) == (8, 8, 8)
 
 
 def test_lckd_options_are_checked():

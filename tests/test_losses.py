@@ -1,3 +1,4 @@
+import pytest
 import torch
 
 from mmkd_helpers.losses import class_targets, region_targets, segmentation_loss
@@ -24,3 +25,27 @@ def test_segmentation_loss_prefers_the_right_answer():
     classes = segmentation_loss("classes")
     logits = torch.nn.functional.one_hot(class_targets(label)[:, 0], 4).movedim(-1, 1).float() * 10
     assert classes(logits, label) < 0.05 < classes(-logits, label)
+
+
+def test_protokd_code_segmentation_loss_by_hand():
+    """Two voxels, labels 0 and 4 (classes 0 and 3), all logits 0 (softmax 1/4 everywhere).
+
+    Weighted CE: w = 1 - n_c/N = (1/2, 1, 1, 1/2); every voxel's CE is ln 4, so the weighted mean is ln 4.
+    Batch Dice with squared denominators, background included: classes 0 and 3 have Σpy = 1/4, Σy² = 1,
+    Σp² = 2/16, so 1 - (1/2 + 1e-5) / (9/8 + 1e-5); classes 1 and 2 have Σpy = Σy² = 0: 1 - 1e-5 / (1/8 + 1e-5).
+    """
+    import math
+
+    loss = segmentation_loss("classes", form="protokd_code")
+    logits = torch.zeros(1, 4, 2, 1, 1)
+    label = torch.tensor([0, 4]).view(1, 2, 1, 1)
+    eps = 1e-5
+    dice = (2 * (1 - (0.5 + eps) / (9 / 8 + eps)) + 2 * (1 - eps / (1 / 8 + eps))) / 4
+    assert loss(logits, label).item() == pytest.approx(math.log(4) + dice, rel=1e-5)
+    background = loss(logits, torch.zeros(1, 2, 1, 1, dtype=torch.long))  # one class: plain CE, not 0/0
+    assert torch.isfinite(background) and background.item() == pytest.approx(
+        math.log(4) + (1 - (1 + eps) / (2 + 1 / 8 + eps) + 3 * (1 - eps / (1 / 8 + eps))) / 4, rel=1e-5)
+    with pytest.raises(ValueError, match="4-class head"):
+        segmentation_loss("regions", form="protokd_code")
+    with pytest.raises(ValueError, match="unknown segmentation loss"):
+        segmentation_loss("classes", form="nnunet")

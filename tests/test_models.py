@@ -28,9 +28,10 @@ def test_fill_missing_refuses_empty_mask():
         fill_missing(torch.zeros(1, 4, 2), torch.zeros(1, 4, dtype=torch.bool))
 
 
-def test_teaching_size_is_about_half_a_million_parameters():
+def test_teaching_size_is_under_half_a_million_parameters():
     n = count_parameters(build_model(ModelConfig()))
-    assert 400_000 < n < 600_000, n
+    assert 300_000 < n < 450_000, n
+    assert count_parameters(build_model(ModelConfig(skip_levels=None))) > n  # a skip at every level costs more
 
 
 def test_shapes_and_exposed_features():
@@ -96,7 +97,9 @@ def test_bad_configuration_is_refused():
 
 
 def early(*modalities, **changes):
-    return build_model(ModelConfig(base_channels=4, depth=3, fusion="early", input_modalities=modalities, **changes))
+    """An early-fusion network in eval mode: in training mode skip dropout draws a new mask for every call."""
+    config = ModelConfig(base_channels=4, depth=3, fusion="early", input_modalities=modalities, **changes)
+    return build_model(config).eval()
 
 
 def test_early_fusion_reads_only_its_input_modalities():
@@ -127,3 +130,63 @@ def test_early_fusion_teacher_zero_fills_a_missing_modality():
     with pytest.raises(AssertionError, match="input_modalities"):
         ModelConfig(fusion="early", input_modalities=("pd",))
     assert ModelConfig(fusion="early", input_modalities=["t1"]).input_modalities == ("t1",)  # from JSON
+
+
+@pytest.mark.parametrize("changes", [{}, {"stem": "per_modality", "head": "classes"}, {"fill_skips": "mean"},
+                                     {"latent": "gaussian", "latent_level": 1}],
+                         ids=["shared", "per-modality stem", "mean skips", "gaussian latent"])
+def test_forward_combinations_equals_one_forward_per_combination(changes):
+    from mmkd_helpers.constants import COMBINATIONS
+
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(base_channels=4, depth=3, **changes)).eval()
+    image = torch.randn(2, 4, 16, 16, 16)
+    with torch.no_grad():
+        batched = model.forward_combinations(image, COMBINATIONS)
+        single = torch.stack([model(image, torch.tensor(c).expand(2, 4)).logits for c in COMBINATIONS], dim=1)
+    assert batched.shape == (2, 15, model.config.out_channels, 16, 16, 16)
+    assert torch.allclose(batched, single, atol=1e-5)
+
+
+def test_feature_scaled_zeroes_one_level_for_both_families():
+    from mmkd_helpers.models import FeatureScaled
+
+    torch.manual_seed(0)
+    image = torch.randn(1, 4, 16, 16, 16)
+    for config in (ModelConfig(base_channels=4, depth=3), ModelConfig(base_channels=4, depth=3, fusion="early")):
+        model = build_model(config).eval()
+        streams = 4 if config.fusion == "shared" else 1
+        with torch.no_grad():
+            zeroed = FeatureScaled(model, [0.0] * streams, level=-1)(image)
+            intact = model(image)
+            same = FeatureScaled(model, [1.0] * streams, level=-1)(image)
+        assert torch.count_nonzero(zeroed.bottleneck) == 0 and torch.equal(same.logits, intact.logits)
+        assert not torch.allclose(zeroed.logits, intact.logits)
+        assert torch.equal(model(image).logits, intact.logits)  # the hook is gone afterwards
+    with pytest.raises(ValueError, match="4 numbers"):
+        FeatureScaled(build_model(ModelConfig(base_channels=4, depth=3)), [0.0])
+    with pytest.raises(ValueError, match="level"):
+        FeatureScaled(build_model(ModelConfig(base_channels=4, depth=3)), [0.0] * 4, level=3)
+
+
+def test_skip_dropout_switches_whole_samples_skips_off_in_training_only():
+    """With skip_dropout = 1 - ε every sample's skip is off: the training output equals that of a model
+    without skip connections reading the same weights; in evaluation the skips are always on."""
+    torch.manual_seed(0)
+    config = ModelConfig(base_channels=4, depth=3, skip_dropout=0.999999)
+    model = build_model(config)
+    image = torch.randn(2, 4, 16, 16, 16)
+    model.train()
+    with torch.no_grad():
+        dropped = model(image).decoded
+        features = model.encode(image, torch.ones(2, 4, dtype=torch.bool))
+        x = model.upsample[1](features[-1].flatten(1, 2))
+        x = model.decoder[1](x)
+        x = model.upsample[0](x)
+        by_hand = model.decoder[0](torch.cat([x, torch.zeros_like(features[0].flatten(1, 2))], dim=1))
+    assert torch.allclose(dropped, by_hand, atol=1e-5)
+    model.eval()
+    with torch.no_grad():
+        assert not torch.allclose(model(image).decoded, by_hand.detach(), atol=1e-3)
+    with pytest.raises(ValueError, match="skip_dropout"):
+        ModelConfig(skip_dropout=1.0)

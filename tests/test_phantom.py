@@ -143,7 +143,9 @@ def test_contrasts_follow_mr_physics(simulated):
 
 
 def test_best_modality_per_region_is_a_property_of_the_data(simulated):
-    """Per-voxel AUC of each z-scored modality for each region against the rest of the brain."""
+    """Per-voxel AUC of each z-scored modality, as on real BraTS cases (mmkd_helpers.calibration): against the
+    rest of the brain FLAIR marks the whole tumour best and T1 says least; inside the tumour, T1ce is what tells
+    the enhancing tumour from the rest."""
     scores, labels = [], []
     for case, _ in simulated:
         brain = _brain(case)
@@ -153,11 +155,13 @@ def test_best_modality_per_region_is_a_property_of_the_data(simulated):
     scores, labels = np.concatenate(scores, axis=1), np.concatenate(labels)
     auc = {region: [_auc(scores[m], np.isin(labels, members)) for m in range(4)]
            for region, members in REGIONS.items()}
+    tumour = labels > 0
+    auc["ET in WT"] = [_auc(scores[m][tumour], labels[tumour] == 4) for m in range(4)]
     table = "\n".join(f"{r}: " + " ".join(f"{n}={a:.3f}" for n, a in zip(MODALITY_NAMES, v)) for r, v in auc.items())
-    assert int(np.argmax(auc["ET"])) == T1CE, table
-    assert int(np.argmax(auc["WT"])) in (FLAIR, T2), table
-    assert min(min(v) for v in auc.values()) >= 0.55, table  # every modality carries partial information
-    assert int(np.argmin(np.mean(list(auc.values()), axis=0))) == T1, table  # T1 is the weakest overall
+    assert int(np.argmax(auc["WT"])) == FLAIR, table
+    assert int(np.argmax(auc["ET in WT"])) == T1CE, table
+    information = np.abs(np.array([auc[r] for r in REGIONS]) - 0.5).mean(axis=0)
+    assert int(np.argmin(information)) == T1, table  # T1 is the weakest overall
 
 
 def test_contrast_table_is_documented_and_exported():

@@ -260,7 +260,8 @@ def pmix_trainer(tmp_path, method, steps=4, seed=0, latent="deterministic"):
 
 def test_the_mixture_weights_train_with_the_network_and_resume_exactly(tmp_path):
     straight = pmix_trainer(tmp_path / "a", PMix("mixture", log_every=2))
-    assert any(p is straight.method.raw for p in straight.optimizer.param_groups[0]["params"])
+    no_decay = straight.optimizer.param_groups[1]  # a method's own parameters are not decayed
+    assert no_decay["weight_decay"] == 0 and any(p is straight.method.raw for p in no_decay["params"])
     history = straight.fit()
     weights = straight.method.weights()
     assert not torch.allclose(weights, torch.full((4,), 0.25))  # learned from uniform

@@ -185,8 +185,8 @@ def test_the_course_runs_train_a_teacher_then_students_evaluated_on_their_modali
     student, trainer = train_run("protokd_t1", config, data, device="cpu", progress=False)
     assert student.config.input_modalities == ("t1",) and trainer.method.teacher.config.input_modalities == (
         "flair", "t1", "t1ce", "t2")
-    results = evaluate(student, [("e", *volumes["e"])], config.eval_roi_size, progress=False)
+    results = evaluate(student, [("e", *volumes["e"])], config.roi_size, progress=False)
     assert set(results.combination) == {"T1"} and len(results) == 3
     assert run_config("protokd_t1").model.fusion == "early" and run_config("protokd_t1").drop_policy == "none"
-    assert {RUNS[f"{kind}_{m}"]["method"] for kind in ("unimodal", "pixelkd", "protokd")
+    assert {RUNS[f"{kind}_{m}"]["method"] for kind in ("unimodal", "protokd")
             for m in ("flair", "t1", "t1ce", "t2")} == {"baseline", "protokd"}

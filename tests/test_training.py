@@ -5,7 +5,8 @@ import torch
 from mmkd_helpers.dataset import PatchDataset
 from mmkd_helpers.methods import Hook, Method
 from mmkd_helpers.models import ModelConfig, build_model
-from mmkd_helpers.training import StepSampler, TrainConfig, Trainer, lr_factor, make_optimizer, resolve_device
+from mmkd_helpers.training import StepSampler, TrainConfig, Trainer, configure_optimizer, lr_factor, parameter_groups, \
+    resolve_device
 
 SMALL = ModelConfig(base_channels=4, depth=3)
 
@@ -132,15 +133,34 @@ def test_adam_decays_a_weight_the_loss_ignores_by_lr_per_step_and_adamw_by_lr_ti
     """One step on a weight with zero loss gradient, lr 0.1, weight decay 0.01, starting at w = 1.
 
     Adam puts 0.01·w into the gradient and normalises it: a step of lr, w = 0.9. AdamW multiplies w by
-    1 − lr·decay = 0.999 and its normalised step of a zero gradient is 0.
+    1 − lr·decay = 0.999 and its normalised step of a zero gradient is 0. The bias (1-D) and a method's own
+    parameter are never decayed: they stay at 1 under both.
     """
     after = {}
     for name in ("adam", "adamw"):
-        w = torch.nn.Parameter(torch.ones(1))
-        optimiser = make_optimizer([w], TrainConfig(optimizer=name, lr=0.1, weight_decay=0.01))
-        w.grad = torch.zeros(1)
+        layer = torch.nn.Linear(1, 1)
+        own = torch.nn.Parameter(torch.ones(1))  # e.g. MetaKD's IWV
+        with torch.no_grad():
+            layer.weight.fill_(1.0)
+            layer.bias.fill_(1.0)
+        optimiser = configure_optimizer(layer, TrainConfig(optimizer=name, lr=0.1, weight_decay=0.01), [own])
+        for p in (layer.weight, layer.bias, own):
+            p.grad = torch.zeros_like(p)
         optimiser.step()
-        after[name] = w.item()
-    assert after["adam"] == pytest.approx(0.9, abs=1e-6) and after["adamw"] == pytest.approx(0.999, abs=1e-7)
+        after[name] = (layer.weight.item(), layer.bias.item(), own.item())
+    assert after["adam"] == pytest.approx((0.9, 1.0, 1.0), abs=1e-6)
+    assert after["adamw"] == pytest.approx((0.999, 1.0, 1.0), abs=1e-7)
     with pytest.raises(ValueError, match="unknown optimizer"):
-        make_optimizer([w], TrainConfig(optimizer="lamb"))
+        configure_optimizer(layer, TrainConfig(optimizer="lamb"))
+
+
+def test_weight_decay_goes_to_conv_weights_only():
+    from mmkd_helpers.models import ModelConfig, build_model
+
+    model = build_model(ModelConfig(base_channels=2, depth=2))
+    decay, no_decay = parameter_groups(model, weight_decay=0.1)
+    assert decay["weight_decay"] == 0.1 and no_decay["weight_decay"] == 0.0
+    assert decay["params"] and all(p.dim() == 5 for p in decay["params"])  # conv and transposed-conv kernels
+    norms = [m.weight for m in model.modules() if isinstance(m, torch.nn.InstanceNorm3d)]
+    assert norms and all(any(p is n for p in no_decay["params"]) for n in norms)
+    assert sum(p.numel() for g in (decay, no_decay) for p in g["params"]) == sum(p.numel() for p in model.parameters())

@@ -29,14 +29,14 @@ def cross_modal_kd_loss(features: torch.Tensor, present: torch.Tensor, teachers,
 
     * ``features`` (N, M, C, *spatial): per-modality features (the bottleneck, before missing-feature
       filling); ``present`` (N, M) bool; ``teachers``: modality indices (the elected set T).
-    * ``p=1``: d = mean absolute difference over all C x spatial elements of the pair (the official code,
-      methods_spec §1.2). ``p=2``: d = mean squared difference over the same elements. The paper writes a
+    * ``p=1``: d = mean absolute difference over all C x spatial elements of the pair (the official
+      code). ``p=2``: d = mean squared difference over the same elements. The paper writes a
       p-norm ||.||_p; the code only has the mean-normalised L1 version, and its ablation (Fig. 3) speaks of
       an "L2 loss", so both are mean-normalised and p=2 is squared (no root), the usual MSE.
-    * Pairs are **summed**, not averaged, as in the code (methods_spec §1.8 item 4): the loss grows with
+    * Pairs are **summed**, not averaged, as in the code: the loss grows with
       |T∩A| x |A|.
     * ``teach="students"`` (the paper): s ranges over the available non-teachers.
-      ``teach="all"`` (the code, methods_spec §1.2): s ranges over every available modality, the
+      ``teach="all"`` (the code): s ranges over every available modality, the
       teacher itself (a zero term) and the other teachers included, so two present teachers pull on
       each other.
     * ``reduction``: ``"mean"`` over samples (with one modality subset per batch, as in the code, this

@@ -4,7 +4,7 @@ MetaKD (Wang et al., arXiv 2405.07155) learns one raw weight per modality; its n
 how much knowledge modality i holds, and the distillation between every ordered pair of available
 modalities is weighted by the ratio w_i / w_j (Eq. 4), so the features move toward the modalities with
 large weights. Where the released code differs from the paper, the code's choice is the default and the
-paper's is an option (methods_spec.md §2).
+paper's is an option.
 """
 
 import torch
@@ -58,7 +58,7 @@ def weighted_kd_loss(features: torch.Tensor, present: torch.Tensor, weights: tor
     ``present`` (N, M) bool, the δ(x ≠ ∅) of Eq. 5 per sample; ``weights`` (M,) or (N, M) the normalised
     IWV (positive). Both directions of every available pair are included, so f_j moves toward f_i with
     weight w_i / w_j and f_i toward f_j with weight w_j / w_i; i = j is left out (a zero term). The sum
-    over pairs and the mean over the batch follow the code (methods_spec §2.2).
+    over pairs and the mean over the batch follow the code.
 
     ``detach_ratio=True`` is the code: the ratio is a constant and the IWV gets no gradient from the
     training loss. ``False`` keeps it differentiable, which the bi-level form of Eq. 4 needs (the inner

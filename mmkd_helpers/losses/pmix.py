@@ -11,7 +11,7 @@ the objective of Eq. 7). Three anchors are compared in Table IV:
   the paper's Σ_j w_j ‖Z_j − Z_k‖² or the released draft's pull of every Z_m to the mixture Σ_j w_j Z_j.
 
 The only released code (T-Y-Liu/MedMAP, ``MedMAP.py``) is a draft of the anchor, not a pipeline, and it
-disagrees with the paper and with itself (methods_spec §3.1): its P^N term is not a KL, its weights are
+disagrees with the paper and with itself: its P^N term is not a KL, its weights are
 overwritten by a plain normalisation (v1) or computed from all four modalities including missing ones with
 the batch mask of sample 0 (v2), and P^k is absent. Here the paper is followed where it is well defined,
 the draft's mixture form is an option, and the draft's bugs are not copied (each function says which).
@@ -69,7 +69,7 @@ def gaussian_kl_standard_normal(mean: torch.Tensor, logvar: torch.Tensor) -> tor
     over every element (a VAE usually sums over latent dimensions); the mean keeps the term on the same
     scale as the MSE anchors whatever the feature size.
 
-    Neither printed form is this KL (methods_spec §3.1):
+    Neither printed form is this KL:
 
     * The paper prints E[2 log 1/v + v² + mean²/2 − 1/2]. Reading v as the standard deviation σ, that is
       −log σ² + σ² + μ²/2 − 1/2 = 2·KL − μ²/2 + 1/2: the σ terms are doubled relative to the mean and the
@@ -119,9 +119,9 @@ def pmix_modality_loss(latents: torch.Tensor, anchor: int, present=None, detach_
 
     ``anchor`` is k, an index in the canonical order (T1ce = 2 is the paper's choice, Table V). Each pair's
     term is the MSE over elements; the loss is the mean over the (sample, j) pairs that count. Returns 0
-    (with a gradient path) when no pair counts. Not in the released code (methods_spec §3.1).
+    (with a gradient path) when no pair counts. Not in the released code.
 
-    ``detach_anchor`` (the paper leaves it open, methods_spec §3.2 and §9): True by default, because
+    ``detach_anchor`` (the paper leaves it open): True by default, because
     otherwise Z_k is pulled toward the other modalities as much as they are pulled toward it, and the
     anchor stops being the chosen modality's distribution -- the loss then aligns to the pair's midpoint.
     """
@@ -140,8 +140,8 @@ def pmix_weights(raw: torch.Tensor) -> torch.Tensor:
     """The P*_mix weights: the softmax of the raw learnable vector over its last (modality) dimension.
 
     Softmax is the "learnable softmax weights" of the issue and the v2 draft's choice; the v1 draft
-    computes a softmax and then overwrites it with w / Σ w, which can be negative or blow up when Σ w → 0
-    (methods_spec §3.1). The result is positive and sums to 1.
+    computes a softmax and then overwrites it with w / Σ w, which can be negative or blow up when Σ w → 0.
+    The result is positive and sums to 1.
 
     The weights the paper reports (:func:`paper_reported_weights`; FLAIR 0.3055, T1 0.7759, T1ce 2.2055,
     T2 0.8977) are not softmax outputs: they sum to 4.1846. They are presumably the raw parameters; their
@@ -164,7 +164,7 @@ def pmix_mixture_loss(latents: torch.Tensor, weights: torch.Tensor, form: str = 
     ``weights`` (M,) or (N, M), non-negative, normally :func:`pmix_weights` of a learnable vector.
     ``detach_target`` stops the gradient through the *features* of the target (Z_k, or the Z_j inside the
     mixture), never through the weights, so the weights still learn from this loss (the v1 draft detaches
-    the features in the mixture; v2 does not -- methods_spec §3.1).
+    the features in the mixture; v2 does not).
 
     * ``form="paper"``: Σ_j w_j ‖Z_j − Z_k‖², with ``anchor`` = k. Per sample where k and at least one
       other modality are present: the MSE of each present Z_j to Z_k, weighted by w_j and summed over
@@ -173,8 +173,8 @@ def pmix_mixture_loss(latents: torch.Tensor, weights: torch.Tensor, form: str = 
       w̃ = w renormalised over the sample's present modalities; the per-sample loss is the mean over
       present m of MSE(Z_m, P), then the mean over samples with at least two present modalities. This
       follows the draft's inference rule (renormalised over available modalities). Its training rule
-      mixes all four modalities, missing ones included, with the mask of sample 0 for the whole batch
-      (methods_spec §3.1, §3.2): neither is copied -- masks are per sample and missing features never
+      mixes all four modalities, missing ones included, with the mask of sample 0 for the whole batch:
+      neither is copied -- masks are per sample and missing features never
       enter P. The draft's fixed /4 (v1) or /8 (v2) becomes a mean over present modalities.
 
     Degenerate solution of the paper form: ∂L/∂w_j = ‖Z_j − Z_k‖² ≥ 0 and the anchor's own term is 0, so

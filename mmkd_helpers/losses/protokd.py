@@ -8,7 +8,7 @@
 * Eq. 4, :func:`prototype_kd_loss` -- the squared difference between the student's and the teacher's
   I²FV maps, averaged over voxels and classes.
 
-Where the released code differs from the paper's notation (methods_spec §4.2), both are here:
+Where the released code differs from the paper's notation, both are here:
 the KL direction and the T² factor are parameters, and so are the code's prototype choices
 (background included, per-sample prototypes, a class skipped unless every sample of the batch has it).
 """

@@ -8,7 +8,7 @@
 * Missing-feature generation (Eq. 5) and the decoder (Eq. 6) are the model's
   (:class:`mmkd_helpers.models.SharedEncoderUNet`).
 
-Where the paper and the official code differ (methods_spec §1.2, §1.4, §1.8) the options choose; the
+Where the paper and the official code differ the options choose; the
 defaults follow the paper, and the comment of each option names the code's choice.
 """
 
@@ -42,7 +42,7 @@ def region_probabilities(logits: torch.Tensor, head: str = "regions") -> torch.T
 
 def soft_region_dice(probabilities: torch.Tensor, label) -> np.ndarray:
     """Soft Dice per region (ET, TC, WT): 2 sum(p y) / (sum(p) + sum(y) + 1), the LCKD code's election
-    score (methods_spec §1.4): probabilities, no threshold, smoothing 1 in the denominator only."""
+    score: probabilities, no threshold, smoothing 1 in the denominator only."""
     from ..evaluation import region_masks
 
     truth = torch.from_numpy(region_masks(label)).float().flatten(1)
@@ -50,25 +50,25 @@ def soft_region_dice(probabilities: torch.Tensor, label) -> np.ndarray:
     return (2 * (probs * truth).sum(1) / (probs.sum(1) + truth.sum(1) + 1)).numpy()
 
 
-def single_modality_dice(model, volumes, roi_size, overlap: float = 0.5, dice: str = "hard",
-                         sw_batch_size: int = 2):
+def single_modality_dice(model, volumes, roi_size, overlap: float = 1 / 3, dice: str = "hard",
+                         sw_batch_size: int = 4):
     """Dice of each modality given alone, averaged over cases: the score of LCKD (Wang et al.,
     MICCAI 2023) Eq. 1.
 
     ``volumes``: ``(case_id, images (M, *spatial), label)``. For every case and modality m the model
     sees only m (present = one-hot; the model fills the other bottleneck slots with f_m, Eq. 5) through
-    full-volume sliding-window inference (:func:`mmkd_helpers.evaluation.predict_logits`).
+    full-volume sliding-window inference (:func:`mmkd_helpers.evaluation.predict_combinations`).
 
     * ``dice="hard"`` (the paper's Dice d): the thresholded, hierarchically rebuilt label map scored with
       the BraTS Dice of :func:`mmkd_helpers.evaluation.region_dice` (empty vs empty = 1).
-    * ``dice="soft"`` (the code, methods_spec §1.4): :func:`soft_region_dice` on the probabilities.
+    * ``dice="soft"`` (the code): :func:`soft_region_dice` on the probabilities.
 
     Both are **averaged** over cases (Eq. 1 and the code sum them; the argmax is the same, the mean
     reads as a Dice). Returns a DataFrame, index = regions (ET, TC, WT), columns = modality names.
     """
     import pandas as pd
 
-    from ..evaluation import logits_to_label, predict_logits, region_dice
+    from ..evaluation import logits_to_label, predict_combinations, region_dice
 
     if dice not in DICE_KINDS:
         raise ValueError(f"dice must be one of {DICE_KINDS}, got {dice!r}")
@@ -78,10 +78,9 @@ def single_modality_dice(model, volumes, roi_size, overlap: float = 0.5, dice: s
     head = model.config.head
     num_modalities = len(volumes[0][1])
     scores = np.zeros((len(REGION_NAMES), num_modalities))
+    singles = [np.arange(num_modalities) == m for m in range(num_modalities)]
     for _, images, label in volumes:
-        for m in range(num_modalities):
-            present = np.arange(num_modalities) == m
-            logits = predict_logits(model, images, present, roi_size, overlap, sw_batch_size)
+        for m, logits in enumerate(predict_combinations(model, images, singles, roi_size, overlap, sw_batch_size)):
             if dice == "hard":
                 scores[:, m] += region_dice(logits_to_label(logits, head), label)
             else:
@@ -96,7 +95,7 @@ def elect(dice_table, phi: str = "unique"):
     :func:`single_modality_dice`). Returns ``(winners, teachers)``:
 
     * ``winners`` {region: modality index}: Eq. 1, the argmax over modalities per region; ties go to
-      the lower modality index (as ``argmax`` in the code, methods_spec §1.4).
+      the lower modality index (as ``argmax`` in the code).
     * ``teachers`` sorted list of modality indices: Eq. 2 with phi = ``"unique"`` (the paper's default,
       LCKD-m: the set of distinct winners) or ``"most_frequent"`` (LCKD-s, §3.3 and Table 2: the single
       modality that wins the most regions; ties go to the lower index).
@@ -195,13 +194,12 @@ class LCKD(Method):
       elects after its first update (iteration 0); here it is before it, so step 1 already uses the result.
     * ``election_data="val"`` [code ``"train"``]: the held-out validation cases (``trainer.val_volumes``; the
       paper holds out 20 % of the training data), or cases of the training list (the code elects on 57 cases
-      that it also trains on, methods_spec §1.4). ``"train"`` takes the first ``len(trainer.val_volumes)``
+      that it also trains on). ``"train"`` takes the first ``len(trainer.val_volumes)``
       training volumes (all when there are no validation volumes), so both choices score the same number
       of cases and differ only in whether the model has trained on them.
     * ``initial_teachers=[0]``: the teachers until the first election (the code's ``--teachers`` default, FLAIR).
-    * ``election_roi=None``: sliding-window size of the election; None takes the course's evaluation ROI
-      (``trainer.extra["course"]["eval_roi_size"]``, as saved by the CLI), else the training crop
-      (``trainer.dataset.roi_size``). The overlap is the course's ``eval_overlap`` (else 0.5); the code uses
+    * ``election_roi=None``: sliding-window size of the election; None takes the training crop
+      (``trainer.dataset.roi_size``), the window the course evaluates with; overlap 1/3. The code uses
       80x160x160 tiles with overlap 1/3, the size of its training crop.
 
     State (saved in every checkpoint, so a resumed run continues exactly): ``teachers`` and
@@ -269,7 +267,7 @@ class LCKD(Method):
         (the single-modality Dice table, flattened).
         """
         table = single_modality_dice(trainer.model, self.election_volumes(trainer), self.election_roi(trainer),
-                                     self.election_overlap(trainer), dice=self.options["election_dice"])
+                                     dice=self.options["election_dice"])
         winners, self.teachers = elect(table, self.options["phi"])
         dice = {region: {modality: float(v) for modality, v in row.items()} for region, row in table.iterrows()}
         self.election_log.append({"step": int(step), "winners": winners, "teachers": list(self.teachers), "dice": dice})
@@ -284,10 +282,8 @@ class LCKD(Method):
         return [(f"train{i}", images, label) for i, (images, label) in enumerate(volumes)]
 
     def election_roi(self, trainer) -> tuple:
+        """The sliding window of the election: the option if set, else the training crop (the window the
+        course evaluates with, so that the election scores what the evaluation will score)."""
         if self.options["election_roi"] is not None:
             return tuple(self.options["election_roi"])
-        course = trainer.extra.get("course") or {}
-        return tuple(course.get("eval_roi_size") or trainer.dataset.roi_size)
-
-    def election_overlap(self, trainer) -> float:
-        return float((trainer.extra.get("course") or {}).get("eval_overlap", 0.5))
+        return tuple(trainer.dataset.roi_size)

@@ -6,7 +6,7 @@ distillation of Eq. 4/5 at the bottleneck, with the IWV ratio held constant; the
 meta loss on held-out patches with all modalities present, whose bottleneck features are scaled by the
 normalised IWV (Eq. 4, outer problem). Two ways of learning w are offered:
 
-``meta="alternating"`` -- the released code (methods_spec.md §2.3), the default::
+``meta="alternating"`` -- the released code, the default::
 
     network loop (every step)            meta loop (every `meta_every` steps, network frozen)
     ---------------------------          -------------------------------------------------------
@@ -55,7 +55,7 @@ IWV_INITS = ("uniform", "ones")
 
 
 def initial_iwv(init: str = "uniform", seed: int = 0, size: int = NUM_MODALITIES) -> torch.Tensor:
-    """The raw IWV before training: U[0, 1) as the code's ``torch.rand`` (methods_spec §2.1), or ones.
+    """The raw IWV before training: U[0, 1) as the code's ``torch.rand``, or ones.
 
     Drawn from its own generator, so building the method does not move the global torch RNG.
     """
@@ -87,7 +87,11 @@ class MetaKD(Method):
     * ``meta`` ("alternating"): the code's scheme, or "bilevel" for Eq. 4 with a one-step look-ahead.
     * ``meta_every`` (100): steps between meta steps (the code: 100 in stage 1, 500 in stage 2).
     * ``meta_steps`` (20): Adam steps on w per alternating phase; the bilevel step takes one.
-    * ``meta_lr`` (1e-2), ``meta_weight_decay`` (5e-4): Adam on w, as the code (the paper says 5e-5).
+    * ``meta_lr`` (1e-2): Adam on w, as the code. ``meta_weight_decay`` (0): the course decays no method's
+      own parameters (the IWV's size is what is learned, not a capacity to regularise); the code uses 5e-4
+      and the paper says 5e-5. Adam's coupled L2 pulls every raw weight toward 0, i.e. the softmax toward
+      uniform, by about ``meta_lr`` per step whenever the meta-gradient is smaller than the decay term;
+      notebook 05 has an exercise that measures what the code's value does.
     * ``init`` ("uniform"): U[0, 1) as the code, or "ones"; ``seed`` (0): for the init and the meta patches.
     * ``meta_batch_size`` (1): validation patches per meta forward (the code: 1).
     * ``meta_roi`` (None): validation patch size; None takes the training crop.
@@ -96,7 +100,7 @@ class MetaKD(Method):
     name = "metakd"
 
     def __init__(self, alpha: float = 0.1, p: int = 1, normalisation: str = "softmax", meta: str = "alternating",
-                 meta_every: int = 100, meta_steps: int = 20, meta_lr: float = 1e-2, meta_weight_decay: float = 5e-4,
+                 meta_every: int = 100, meta_steps: int = 20, meta_lr: float = 1e-2, meta_weight_decay: float = 0.0,
                  init: str = "uniform", seed: int = 0, meta_batch_size: int = 1, meta_roi=None):
         if normalisation not in IWV_NORMALISATIONS:
             raise ValueError(f"unknown normalisation {normalisation!r}; choose from {IWV_NORMALISATIONS}")
@@ -134,7 +138,7 @@ class MetaKD(Method):
     def setup(self, trainer) -> None:
         """Builds the meta patch stream from ``trainer.val_volumes`` and moves the IWV to the device.
 
-        As the code (methods_spec §2.3): held-out cases, cropped and augmented like the training patches,
+        As the code: held-out cases, cropped and augmented like the training patches,
         always with all four modalities.
         """
         if not trainer.val_volumes:
@@ -157,7 +161,7 @@ class MetaKD(Method):
 
     def loss_terms(self, model, batch: dict, output) -> dict:
         """α · the weighted KD of Eq. 4/5 on the bottleneck before filling; w is a constant for the network
-        in both schemes (the code detaches the ratio, methods_spec §2.2)."""
+        in both schemes (the code detaches the ratio)."""
         weights = self.iwv().detach()
         kd = weighted_kd_loss(output.bottleneck.float(), batch["present"], weights, self.p)
         return {"kd": self.alpha * kd}
@@ -199,7 +203,7 @@ class MetaKD(Method):
         self.meta_optimizer.step()
 
     def alternating_phase(self, trainer) -> float:
-        """The code's meta phase (methods_spec §2.3): ``meta_steps`` Adam steps on w, the network frozen.
+        """The code's meta phase: ``meta_steps`` Adam steps on w, the network frozen.
 
         The code back-propagates into the network too and throws those gradients away; here the network's
         parameters are detached, so they are never computed and the network's ``.grad`` is not touched.

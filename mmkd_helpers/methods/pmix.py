@@ -17,7 +17,7 @@ one of Table IV's:
 Stage B (students distilled from the frozen teacher) reuses :class:`~mmkd_helpers.methods.protokd.ProtoKD`:
 ``beta=0`` is logit KD in the style of KD-Net, the default is ProtoKD.
 
-Choices the paper leaves open (methods_spec §3.2), each an option:
+Choices the paper leaves open, each an option:
 
 * ``lam`` (λ, 1.0): not published, and not tuned here; notebook 07 prints both terms at the start of
   training, so you can see the scale it gives.
@@ -138,7 +138,7 @@ class BottleneckScaled(torch.nn.Module):
 class WeightScaled(torch.nn.Module):
     """A teacher evaluated with the draft's inference rule: each modality's aligned latent scaled by its weight.
 
-    The released draft (v2, methods_spec §3.1) multiplies every modality's aligned feature by w_m at
+    The released draft (v2) multiplies every modality's aligned feature by w_m at
     inference but not in training. Here the scale is M·w_m (M modalities), so uniform weights change
     nothing; the draft's raw w_m (summing to 1) would shrink every feature M-fold. The scaling is applied to
     the output of encoder block ``level`` (the latents Z_j of :class:`PMix`), before anything reads it.
@@ -156,8 +156,8 @@ class WeightScaled(torch.nn.Module):
     def _scale_latents(self, module, inputs, output):
         m, c = self.config.num_modalities, self.config.channels[self.level]
         # (N·M, C, ...) for a shared block, (N, M·C, ...) for the per-modality stem: both are (N, M, C, ...)
-        latents = output.view(-1, m, c, *output.shape[2:])
-        return (latents * self.scale.view(1, m, *([1] * (latents.dim() - 2)))).view(output.shape)
+        latents = output.reshape(-1, m, c, *output.shape[2:])
+        return (latents * self.scale.view(1, m, *([1] * (latents.dim() - 2)))).reshape(output.shape)
 
     def forward(self, image: torch.Tensor, present: torch.Tensor | None = None):
         handle = self.model.encoder[self.level].register_forward_hook(self._scale_latents)

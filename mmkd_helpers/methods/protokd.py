@@ -9,6 +9,24 @@ no modality dropping -- the student simply never sees the other modalities.
 ``alpha=0`` and ``beta=0`` give the ablations of Table 2 (pixel-KD only, prototype-KD only), and
 ``inter_class=False`` the intra-class-only row of Table 3. The unimodal baseline is the plain
 :class:`~mmkd_helpers.methods.base.Method` on the same single-modality network.
+
+Where the course's ProtoKD runs differ from the official code (each has an option that restores the code's):
+
+* **Segmentation loss (Eq. 5).** The course: MONAI's Dice + cross-entropy, Dice per sample, plain
+  denominators. The code: a cross-entropy weighted per batch by w_c = 1 − n_c/N plus a soft Dice over the whole
+  batch with squared denominators, background included --
+  ``TrainConfig(seg_loss="protokd_code")`` (:func:`mmkd_helpers.losses.segmentation.protokd_code_loss`).
+* **Students' learning-rate schedule.** The code's student trainer computes a poly schedule but never applies
+  it: its students train at a constant lr (1e-3); its teacher and unimodal baseline do use poly. The course
+  uses its poly schedule for every network -- ``TrainConfig(schedule="constant")`` is the code's students'.
+* **Budget.** The paper trains teacher and students for the same 50 000 iterations; the course's students get
+  half the course's step budget (``checkpoints.RUNS``), so the many single-modality runs fit a CPU.
+* **KL direction (Eq. 1).** ``kd_form="code"`` (default) is KL(teacher ‖ student), the code's;
+  ``kd_form="paper"`` the printed KL(student ‖ teacher).
+* **Backbone.** The code's 9.4 M-parameter VNet (BatchNorm, additive skips) is the course's UNet here, so that
+  all four papers share one backbone size.
+
+Notebook 06 shows each difference and measures what the course's choices give.
 """
 
 from pathlib import Path
