@@ -18,6 +18,10 @@ from pathlib import Path, PurePosixPath, PureWindowsPath
 
 from mmkd_helpers.fileio import atomic_path
 
+# Python's own extraction filter, where this Python has it (3.11.4+, 3.12): older 3.11 releases rely on the
+# explicit checks of member_problem alone.
+DATA_FILTER = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
+
 from .fetch import DownloadError, progress_bar
 
 BUFFER = 1 << 20
@@ -74,7 +78,7 @@ def safe_extract(archive, dest, *, subdir=None, check=None, progress=True) -> in
                     relative = _relative(member.name, prefix)
                     if relative is None or is_junk(member.name):
                         continue
-                    tar.extract(member.replace(name=relative, deep=False), tmp, filter="data")
+                    tar.extract(member.replace(name=relative, deep=False), tmp, **DATA_FILTER)
                     files += member.isfile()
             if files == 0:
                 raise ArchiveError(f"{archive}: no files found{f' under {subdir}/' if subdir else ''}; {unchanged}")

@@ -69,12 +69,17 @@ def build_parser() -> argparse.ArgumentParser:
                    help="gaussian: mean / log-variance heads on the first encoder stage (Mind the Gap's P^N_mix)")
     p.add_argument("--stem", choices=["shared", "per_modality"], default=None,
                    help="per_modality: each modality's own first encoder block (Mind the Gap's teachers)")
+    p.add_argument("--skip-dropout", type=float, default=None,
+                   help="probability that a training sample's skip connection is switched off (default 0.5 with "
+                        "shared encoders, where it makes the distilled bottleneck drive the prediction; 0 with "
+                        "--fusion early, as for the course's ProtoKD networks)")
     p.add_argument("--drop-policy", default=None, help="uniform15 | keep1to3 | keep1to4 | none")
     p.add_argument("--val-fraction", type=float, default=None, help="share of the training cases held out (0.2)")
     p.add_argument("--test-fraction", type=float, default=None, help="share of all cases held out for testing (0.2)")
     p.add_argument("--lr", type=float, default=None)
     p.add_argument("--optimizer", choices=["adam", "adamw", "sgd"], default=None,
-                   help="adam (the course's: L2 decay in the gradient), adamw (decoupled weight decay), sgd")
+                   help="adamw (the course's: decoupled weight decay on >= 2-D weights), adam (L2 decay in the "
+                        "gradient), sgd (Nesterov, momentum 0.99: the LCKD/MetaKD code)")
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--checkpoint-every", type=int, default=None)
     p.add_argument("--workers", type=int, default=None, help="DataLoader worker processes")
@@ -100,9 +105,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("download", help="download and verify real data sets (see data_download/README.md)",
                    add_help=False).add_argument("args", nargs=argparse.REMAINDER)
-    p = sub.add_parser("checkpoints", help="retrain every shipped checkpoint and rewrite its manifest entry")
+    p = sub.add_parser("checkpoints", help="retrain the course's checkpoints (into $MMKD_DATA_DIR/pretrained)")
     p.add_argument("names", nargs="*", help="only these runs (default: all)")
     p.add_argument("--device", default="auto")
+    where = p.add_mutually_exclusive_group()
+    where.add_argument("--out", type=Path, default=None,
+                       help="folder for the checkpoints and their manifest (default: $MMKD_DATA_DIR/pretrained); "
+                            "read them with MMKD_PRETRAINED=<folder>")
+    where.add_argument("--into-package", action="store_true",
+                       help="maintainers: rewrite the shipped set in a source checkout's mmkd_helpers/pretrained")
     p = sub.add_parser("bench", help="measure phantom generation, training step time and memory")
     p.add_argument("--repeats", type=int, default=5)
     return parser
@@ -147,7 +158,9 @@ def _course_config(args):
     changes = {"train": replace(config.train, **train)}
     model = {k: v for k, v in {"base_channels": args.base_channels, "fusion": args.fusion, "head": args.head,
                                "input_modalities": args.modalities, "latent": args.latent,
-                               "stem": args.stem}.items() if v is not None}
+                               "stem": args.stem, "skip_dropout": args.skip_dropout}.items() if v is not None}
+    if args.fusion == "early" and args.skip_dropout is None:
+        model["skip_dropout"] = 0.0  # the course's early-fusion networks (checkpoints._early_fusion)
     if model:
         changes["model"] = replace(config.model, **model)
     if args.fusion == "early" and args.drop_policy is None:
@@ -196,7 +209,7 @@ def cmd_train(args) -> int:
 def load_run(checkpoint, device="cpu"):
     """(model, course config, saved config dict) of a training checkpoint written by ``mmkd train``."""
     from .course import CourseConfig
-    from .training import load_trained_model
+    from .models import load_trained_model
 
     model, saved = load_trained_model(checkpoint, device)
     return model, CourseConfig.from_dict(saved["course"]), saved
@@ -247,9 +260,21 @@ def cmd_calibrate(args) -> int:
 
 
 def cmd_checkpoints(args) -> int:
-    from .checkpoints import build_all
+    from .checkpoints import RUNS, build_all
+    from .store import PRETRAINED_DIR
 
-    build_all(device=args.device, names=args.names)
+    unknown = [name for name in args.names if name not in RUNS]
+    if unknown:
+        raise ValueError(f"checkpoints: no run named {', '.join(map(repr, unknown))}; the runs: {', '.join(RUNS)}")
+    out_dir = args.out
+    if args.into_package:
+        if not (PRETRAINED_DIR.parents[1] / "pyproject.toml").is_file():
+            raise ValueError(f"--into-package: {PRETRAINED_DIR} belongs to an installed package, not a source checkout; "
+                             f"use --out")
+        out_dir = PRETRAINED_DIR
+    out_dir = build_all(device=args.device, names=args.names, out_dir=out_dir)
+    if out_dir != PRETRAINED_DIR:
+        print(f"checkpoints -> {out_dir}; to use them instead of the shipped ones: export MMKD_PRETRAINED={out_dir}")
 
 
 def cmd_bench(args) -> int:

@@ -44,6 +44,7 @@ for all four papers so that their tables share a backbone size.
 """
 
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -380,6 +381,19 @@ def build_model(config: ModelConfig | dict = ModelConfig()) -> nn.Module:
     config = ModelConfig(**config) if isinstance(config, dict) else config
     model = EarlyFusionUNet(config) if config.fusion == "early" else SharedEncoderUNet(config)
     return model.to(memory_format=torch.channels_last_3d) if config.spatial_dims == 3 else model
+
+
+def load_trained_model(path, device="cpu"):
+    """(model in eval mode, saved config dict) of a training checkpoint (``last.pt``) written by :class:`Trainer`."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such checkpoint")
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(state, dict) or "model" not in state or "model" not in state.get("config", {}):
+        raise ValueError(f"{path}: not a training checkpoint of this package (no model and model config)")
+    model = build_model(state["config"]["model"])
+    model.load_state_dict(state["model"])
+    return model.to(device).eval(), state["config"]
 
 
 def count_parameters(model: nn.Module) -> int:

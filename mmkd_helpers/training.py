@@ -61,21 +61,6 @@ def set_seed(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def load_trained_model(path, device="cpu"):
-    """(model in eval mode, saved config dict) of a training checkpoint (``last.pt``) written by :class:`Trainer`."""
-    from .models import build_model
-
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: no such checkpoint")
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    if not isinstance(state, dict) or "model" not in state or "model" not in state.get("config", {}):
-        raise ValueError(f"{path}: not a training checkpoint of this package (no model and model config)")
-    model = build_model(state["config"]["model"])
-    model.load_state_dict(state["model"])
-    return model.to(device).eval(), state["config"]
-
-
 OPTIMIZERS = ("adamw", "adam", "sgd")
 
 

@@ -24,6 +24,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from conftest import skip_or_fail_in_ci
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK = "01_data_loading.ipynb"
@@ -111,7 +112,7 @@ def lab(tmp_path_factory):
     """A JupyterLab server on 127.0.0.1 serving a temporary copy of notebooks/; yields (base_url, token)."""
     reason = _skip_reason()
     if reason:
-        pytest.skip(reason)
+        skip_or_fail_in_ci(reason)
     tmp = tmp_path_factory.mktemp("lab")
     root = tmp / "notebooks"
     shutil.copytree(ROOT / "notebooks", root, ignore=shutil.ignore_patterns(".ipynb_checkpoints"))

@@ -7,15 +7,18 @@ import numpy as np
 import pytest
 import torch
 
-from mmkd_helpers.checkpoints import BYPASS_DEMOS, MANIFEST, PRETRAINED_DIR, RELIANCE_SHORTFALLS, RUNS, SEEDS, \
-    _same_config, distilled_level, evaluate_splits, load_pretrained, manifest, mean_dice, run_config, seed_variants, sha256, \
-    shipped_results
+from mmkd_helpers.checkpoints import BYPASS_DEMOS, RELIANCE_SHORTFALLS, RUNS, SEEDS, _same_config, distilled_level, \
+    evaluate_splits, mean_dice, run_config, seed_variants
+from mmkd_helpers.store import MANIFEST, PRETRAINED_DIR, load_pretrained, manifest, sha256, shipped_results
 from mmkd_helpers.course import CourseConfig, ensure_phantom, load_data
 
 ENTRIES = manifest()
 names = pytest.mark.parametrize("name", sorted(ENTRIES), ids=sorted(ENTRIES))
 RE_EVALUATED = ("baseline", "protokd_t1")
-"""Checkpoints whose whole validation table is re-measured; every other one is re-measured on one case."""
+"""Heavy tier: checkpoints whose whole validation table is re-measured; every other one on one validation and one
+test case."""
+SAMPLED = ("baseline", "protokd_t1ce")
+"""Default tier: a shared-encoder model and a student, re-measured on one validation case (the heavy tier does all)."""
 
 
 def test_every_run_is_shipped_and_small():
@@ -122,15 +125,60 @@ def test_an_entry_from_before_a_new_config_field_still_matches():
     assert not _same_config(entry, run_config("protokd_t1"))
 
 
-def test_a_damaged_checkpoint_is_refused(tmp_path, monkeypatch):
-    import mmkd_helpers.checkpoints as checkpoints
+def copy_of_one_checkpoint(folder, name):
+    """A set of checkpoints in ``folder`` that holds ``name`` only (as a user or a web server would host it)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    entry = ENTRIES[name]
+    for filename in (entry["file"], entry["eval_file"], f"{name}_history.csv"):
+        (folder / filename).write_bytes((PRETRAINED_DIR / filename).read_bytes())
+    (folder / "manifest.json").write_text(json.dumps({name: entry}))
+    return folder
 
+
+def test_a_damaged_checkpoint_is_refused(tmp_path):
     name = sorted(ENTRIES)[0]
-    damaged = tmp_path / ENTRIES[name]["file"]
-    damaged.write_bytes((PRETRAINED_DIR / ENTRIES[name]["file"]).read_bytes()[:-10] + b"0123456789")
-    monkeypatch.setattr(checkpoints, "PRETRAINED_DIR", tmp_path)
+    folder = copy_of_one_checkpoint(tmp_path / "set", name)
+    damaged = folder / ENTRIES[name]["file"]
+    damaged.write_bytes(damaged.read_bytes()[:-10] + b"0123456789")
     with pytest.raises(ValueError, match="sha256"):
-        load_pretrained(name)
+        load_pretrained(name, source=folder)
+
+
+@pytest.mark.parametrize("kind", ["folder", "url", "environment"])
+def test_checkpoints_load_from_another_folder_or_a_url(kind, tmp_path, monkeypatch):
+    """The manifest with sha256 is all a hosted set needs: the same weights from a folder, a URL (file:// here)
+    or $MMKD_PRETRAINED, and a URL's files land in the data folder's cache, checked."""
+    from mmkd_helpers.store import PRETRAINED_ENV, available
+
+    monkeypatch.setenv("MMKD_DATA_DIR", str(tmp_path / "data"))
+    name = "protokd_t1ce"
+    folder = copy_of_one_checkpoint(tmp_path / "hosted", name)
+    source = {"folder": folder, "url": folder.as_uri(), "environment": None}[kind]
+    if kind == "environment":
+        monkeypatch.setenv(PRETRAINED_ENV, str(folder))
+    assert available(source) == [name]
+    model, entry = load_pretrained(name, source=source)
+    shipped, _ = load_pretrained(name, source=PRETRAINED_DIR)
+    assert entry["sha256"] == ENTRIES[name]["sha256"]
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), shipped.state_dict().values()))
+    assert mean_dice(shipped_results(name, "val", source)) == pytest.approx(ENTRIES[name]["val_dice"], abs=1e-4)
+    cached = sorted(p.name for p in (tmp_path / "data").rglob("*") if p.is_file())
+    assert cached == (sorted([ENTRIES[name]["file"], ENTRIES[name]["eval_file"], "manifest.json"]) if kind == "url" else [])
+    with pytest.raises(KeyError, match="no checkpoint 'baseline'"):
+        load_pretrained("baseline", source=source)
+
+
+def test_a_rebuilt_checkpoint_goes_to_the_user_folder_not_the_package(tmp_path, monkeypatch):
+    from mmkd_helpers.checkpoints import build
+    from mmkd_helpers.store import user_pretrained_dir
+
+    monkeypatch.setenv("MMKD_DATA_DIR", str(tmp_path / "data"))
+    before = {p.name: p.stat().st_mtime_ns for p in PRETRAINED_DIR.iterdir()}
+    entry = build("baseline", config=CourseConfig.fast(), device="cpu", progress=False)
+    assert user_pretrained_dir() == tmp_path / "data" / "pretrained"
+    assert sha256(user_pretrained_dir() / entry["file"]) == entry["sha256"]
+    assert set(manifest(user_pretrained_dir())) == {"baseline"}
+    assert {p.name: p.stat().st_mtime_ns for p in PRETRAINED_DIR.iterdir()} == before, "the package was written to"
 
 
 @pytest.fixture(scope="module")
@@ -140,15 +188,13 @@ def course_data(tmp_path_factory):
     return load_data(ensure_phantom(config, root), config, cache_dir=root / "cache", progress=False)
 
 
-@names
-def test_checkpoint_reproduces_its_shipped_dice(name, course_data):
-    """Every checkpoint, re-evaluated on its first validation and first test case (all of them for
-    :data:`RE_EVALUATED`), gives the per-case Dice its build recorded."""
+def assert_reproduces_its_shipped_dice(name, course_data, cases):
+    """Re-evaluated on ``cases`` (None: every validation and test case), the checkpoint gives the per-case Dice its
+    build recorded."""
     entry = ENTRIES[name]
     assert entry["data"]["split"] == course_data["split"], "the phantom data or split changed since training"
     model, _ = load_pretrained(name)
     config = CourseConfig.from_dict(entry["config"])
-    cases = None if name in RE_EVALUATED else {course_data["split"][s][0] for s in ("val", "test")}
     measured = evaluate_splits(model, course_data, config, cases=cases)
     shipped = pd_concat_splits(name)
     key = ["split", "case", "combination", "region"]
@@ -157,12 +203,26 @@ def test_checkpoint_reproduces_its_shipped_dice(name, course_data):
     assert np.allclose(merged.dice, merged.dice_shipped, atol=1e-4), merged[abs(merged.dice - merged.dice_shipped) > 1e-4]
 
 
+@pytest.mark.parametrize("name", SAMPLED)
+def test_a_sample_of_checkpoints_reproduces_its_shipped_dice(name, course_data):
+    assert_reproduces_its_shipped_dice(name, course_data, {course_data["split"]["val"][0]})
+
+
+@pytest.mark.heavy
+@names
+def test_every_checkpoint_reproduces_its_shipped_dice(name, course_data):
+    """On its first validation and first test case; the whole tables for :data:`RE_EVALUATED`."""
+    cases = None if name in RE_EVALUATED else {course_data["split"][s][0] for s in ("val", "test")}
+    assert_reproduces_its_shipped_dice(name, course_data, cases)
+
+
 def pd_concat_splits(name):
     import pandas as pd
 
     return pd.concat([shipped_results(name, s).assign(split=s) for s in ("val", "test")])
 
 
+@pytest.mark.heavy
 def test_the_baselines_reliance_is_reproduced(course_data):
     from mmkd_helpers.course import split_volumes
     from mmkd_helpers.evaluation import feature_reliance

@@ -170,3 +170,16 @@ def test_evaluate_uses_the_runs_training_crop_and_refuses_another_window(phantom
     volumes = [(c, *data["volumes"][c]) for c in saved["split"]["test"]]
     by_hand = evaluate(model, volumes, (16, 16, 16), overlap=config.eval_overlap, progress=False)
     assert list(by_hand.dice.round(6)) == list(pd.read_csv(default).dice.round(6))
+
+
+def test_early_fusion_trains_without_skip_dropout_unless_asked():
+    """The CLI's early-fusion networks are the course's ProtoKD networks (checkpoints._early_fusion): no skip dropout."""
+    from mmkd_helpers.checkpoints import run_config
+    from mmkd_helpers.cli import _course_config, build_parser
+
+    def model(*flags):
+        return _course_config(build_parser().parse_args(["train", "--out", "x", *flags])).model
+
+    assert model("--fusion", "early", "--modalities", "t1").skip_dropout == 0.0 == run_config("protokd_t1").model.skip_dropout
+    assert model("--fusion", "early", "--skip-dropout", "0.3").skip_dropout == 0.3
+    assert model().skip_dropout == 0.5 == run_config("baseline").model.skip_dropout

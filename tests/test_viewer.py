@@ -9,10 +9,8 @@ import sys
 import numpy as np
 import pytest
 
-pytest.importorskip("ipywidgets")
-
-from mmkd_helpers.phantom import generate_case  # noqa: E402
-from mmkd_helpers.viewer import LABEL_COLOURS, caption_text, default_slice, slice_viewer  # noqa: E402
+from mmkd_helpers.phantom import generate_case
+from mmkd_helpers.viewer import LABEL_COLOURS, caption_text, default_slice, slice_viewer
 
 SIZE = 32
 

@@ -19,8 +19,8 @@ Where the course's ProtoKD runs differ from the official code (each has an optio
 * **Students' learning-rate schedule.** The code's student trainer computes a poly schedule but never applies
   it: its students train at a constant lr (1e-3); its teacher and unimodal baseline do use poly. The course
   uses its poly schedule for every network -- ``TrainConfig(schedule="constant")`` is the code's students'.
-* **Budget.** The paper trains teacher and students for the same 50 000 iterations; the course's students get
-  half the course's step budget (``checkpoints.RUNS``), so the many single-modality runs fit a CPU.
+* **Budget.** The paper trains teacher and students for the same 50 000 iterations; so does the course, with its
+  own step budget for both (``checkpoints.RUNS``). Its early-fusion networks train without skip dropout.
 * **KL direction (Eq. 1).** ``kd_form="code"`` (default) is KL(teacher ‖ student), the code's;
   ``kd_form="paper"`` the printed KL(student ‖ teacher).
 * **Backbone.** The code's 9.4 M-parameter VNet (BatchNorm, additive skips) is the course's UNet here, so that
@@ -35,6 +35,8 @@ import torch
 
 from ..losses.protokd import ABSENT_POLICIES, KD_FORMS, pixel_kd_loss, prototype_kd_loss
 from ..losses.segmentation import class_targets
+from ..models import load_trained_model
+from ..store import load_pretrained
 from .base import Method
 
 
@@ -43,12 +45,8 @@ def load_teacher(source, device="cpu"):
     if isinstance(source, torch.nn.Module):
         model = source
     elif isinstance(source, (str, Path)) and Path(source).suffix == ".pt":
-        from ..training import load_trained_model
-
         model, _ = load_trained_model(source)
     elif isinstance(source, str):
-        from ..checkpoints import load_pretrained
-
         model, _ = load_pretrained(source)
     else:
         raise TypeError(f"teacher must be a model, a shipped checkpoint name or a .pt file, got {type(source).__name__}")
