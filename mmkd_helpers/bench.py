@@ -113,21 +113,14 @@ def run_benchmarks(repeats: int = 5) -> None:
 
 def _method_cost(method: str, options: dict, steps: int) -> dict:
     """Train ``steps`` steps of the teaching model with a method on a few phantoms; time and peak memory."""
-    import torch
-
-    from .course import ensure_phantom, load_data, make_dataset, split_volumes
+    from .course import course_trainer, ensure_phantom, load_data
     from .methods import build_method
-    from .models import build_model
-    from .training import Trainer
 
     config = _cost_config(steps)
     # The phantoms were generated and cached by the parent (method_cost): the peak memory of this process
     # is the training's, not the phantom generator's (which loads the MNI152 templates, about 1 GiB).
     data = load_data(ensure_phantom(config), config, progress=False)
-    torch.manual_seed(0)
-    trainer = Trainer(build_model(config.model), make_dataset(data["volumes"], data["split"]["train"], config),
-                      config.train, build_method(method, **options), device="cpu", progress=False,
-                      val_volumes=split_volumes(data, "val"), extra={"course": config.to_dict()})
+    trainer = course_trainer(config, data, build_method(method, **options), device="cpu", progress=False)
     started = time.perf_counter()
     history = trainer.fit()
     wall = time.perf_counter() - started

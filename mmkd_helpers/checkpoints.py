@@ -299,12 +299,8 @@ def train_run(name: str, course, data: dict, device: str = "auto", progress: boo
     A run distilled from a teacher run (ProtoKD's students) takes ``teacher`` if given, else the teacher
     run's checkpoint in ``source`` (default: :func:`pretrained_source`), else trains the teacher first.
     """
-    import torch
-
-    from .course import CourseConfig, make_dataset, split_volumes
+    from .course import CourseConfig, course_trainer
     from .methods import build_method
-    from .models import build_model
-    from .training import Trainer
 
     run = RUNS[name]
     course = course or CourseConfig()
@@ -314,13 +310,9 @@ def train_run(name: str, course, data: dict, device: str = "auto", progress: boo
         if teacher is None:
             teacher, _ = pretrained_or_train(run["teacher"], course, data, device, progress, source=source)
         options["teacher"] = teacher
-    torch.manual_seed(config.train.seed)
-    model = build_model(config.model)
-    trainer = Trainer(model, make_dataset(data["volumes"], data["split"]["train"], config), config.train,
-                      build_method(run["method"], **options), device=device, progress=progress,
-                      val_volumes=split_volumes(data, "val"), extra={"course": config.to_dict()})
+    trainer = course_trainer(config, data, build_method(run["method"], **options), device=device, progress=progress)
     trainer.fit()
-    return model.eval(), trainer
+    return trainer.model.eval(), trainer
 
 
 def pretrained_or_train(name: str, config, data: dict, device: str = "auto", progress: bool = True, teacher=None,

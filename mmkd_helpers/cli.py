@@ -175,10 +175,8 @@ def _course_config(args):
 def cmd_train(args) -> int:
     import torch
 
-    from .course import CourseConfig, ensure_phantom, load_data, make_dataset, split_volumes
+    from .course import CourseConfig, course_trainer, ensure_phantom, load_data
     from .methods import build_method
-    from .models import build_model
-    from .training import Trainer
 
     if args.resume:
         state = torch.load(args.out / "last.pt", map_location="cpu", weights_only=True)
@@ -192,13 +190,9 @@ def cmd_train(args) -> int:
         method = build_method(args.method, **dict(args.option))
     # All input checks happen here, before anything is written to --out.
     data = load_data(data_dir or ensure_phantom(config), config, progress=sys.stderr.isatty())
-    torch.manual_seed(config.train.seed)
-    model = build_model(config.model)
-    dataset = make_dataset(data["volumes"], data["split"]["train"], config)
-    extra = {"course": config.to_dict(), "data": str(data_dir) if data_dir else None, "split": data["split"],
-             "method": method.name}
-    trainer = Trainer(model, dataset, config.train, method, out_dir=args.out, device=args.device, extra=extra,
-                      progress=sys.stderr.isatty(), val_volumes=split_volumes(data, "val"))
+    extra = {"data": str(data_dir) if data_dir else None, "split": data["split"], "method": method.name}
+    trainer = course_trainer(config, data, method, out_dir=args.out, device=args.device, extra=extra,
+                             progress=sys.stderr.isatty())
     print(f"{method.name}: {len(data['split']['train'])} training cases, {config.train.steps} steps "
           f"on {trainer.device}")
     history = trainer.fit(resume=args.resume)

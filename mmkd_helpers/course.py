@@ -138,6 +138,24 @@ def split_volumes(data: dict, split: str) -> list:
     return [(case_id, *data["volumes"][case_id]) for case_id in data["split"][split]]
 
 
+def course_trainer(config: CourseConfig, data: dict, method, **options):
+    """The one way a course run is set up (CLI, shipped checkpoints, benchmarks): the network of ``config.model``
+    initialised from ``config.train.seed``, training patches of ``data``'s training cases, its validation cases
+    for the hooks and curves, and the course configuration recorded in ``extra["course"]`` (saved in every
+    checkpoint; LCKD and MetaKD read their crop from it). ``options`` go to :class:`~mmkd_helpers.training.Trainer`
+    (``device``, ``out_dir``, ``progress``, more ``extra``)."""
+    import torch
+
+    from .models import build_model
+    from .training import Trainer
+
+    torch.manual_seed(config.train.seed)
+    model = build_model(config.model)
+    extra = {"course": config.to_dict(), **options.pop("extra", {})}
+    return Trainer(model, make_dataset(data["volumes"], data["split"]["train"], config), config.train, method,
+                   val_volumes=split_volumes(data, "val"), extra=extra, **options)
+
+
 def make_dataset(volumes: dict, case_ids, config: CourseConfig, seed: int | None = None):
     """The training :class:`~mmkd_helpers.dataset.PatchDataset` of the course for ``case_ids``."""
     from .dataset import PatchDataset

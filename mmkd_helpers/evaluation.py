@@ -16,8 +16,9 @@ import torch
 OVERLAP = 1 / 3
 """Overlap of neighbouring sliding windows: the LCKD code's (its tiles overlap by a third)."""
 
-from .constants import CLASS_LABELS, COMBINATIONS, MODALITIES, MODALITY_NAMES, REGION_NAMES, REGIONS, \
+from .constants import CLASS_LABELS, COMBINATIONS, MODALITIES, MODALITY_NAMES, REGION_NAMES, \
     combination_marks, combination_name
+from .losses.segmentation import region_masks
 
 
 def model_combinations(model_config) -> list:
@@ -75,12 +76,6 @@ def logits_to_label(logits: torch.Tensor, head: str = "regions") -> np.ndarray:
     label[tc] = 1
     label[et] = 4
     return label
-
-
-def region_masks(label) -> np.ndarray:
-    """(3, *spatial) bool masks for ET, TC, WT."""
-    label = np.asarray(label)
-    return np.stack([np.isin(label, values) for values in REGIONS.values()])
 
 
 def region_dice(prediction, truth) -> np.ndarray:

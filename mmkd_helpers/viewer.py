@@ -28,12 +28,9 @@ import io
 import numpy as np
 
 from .constants import MODALITY_NAMES
-
-LABEL_COLOURS = {1: (1.0, 0.0, 0.0), 2: (0.0, 0.8, 0.0), 4: (1.0, 1.0, 0.0)}
-"""BraTS label -> RGB of its overlay: 1 NCR/NET red, 2 ED green, 4 ET yellow."""
+from .visualisation import LABEL_COLOURS, label_overlay, tumour_slice
 
 LABEL_NAMES = {1: "NCR/NET", 2: "ED", 4: "ET"}
-OVERLAY_ALPHA = 0.45
 ALL = "all"
 """The modality-menu entry that shows every modality side by side."""
 
@@ -44,13 +41,8 @@ def caption_text(k: int, n: int, modality: str) -> str:
 
 
 def default_slice(label, axis: int, n: int) -> int:
-    """The slice along ``axis`` with the most tumour voxels (label > 0), else the middle one."""
-    if label is not None:
-        others = tuple(a for a in range(3) if a != axis)
-        counts = (np.asarray(label) > 0).sum(axis=others)
-        if counts.max() > 0:
-            return int(np.argmax(counts))
-    return n // 2
+    """The slice along ``axis`` with the most tumour voxels (label > 0), else the middle one of ``n``."""
+    return n // 2 if label is None else tumour_slice(label, axis)
 
 
 def _windows(images: np.ndarray) -> list:
@@ -66,16 +58,6 @@ def _windows(images: np.ndarray) -> list:
             hi = lo + 1.0
         windows.append((float(lo), float(hi)))
     return windows
-
-
-def _overlay(label_slice: np.ndarray) -> np.ndarray:
-    """RGBA image of the labels of one slice (transparent where the label is 0 or unknown)."""
-    rgba = np.zeros(label_slice.shape + (4,), dtype=np.float32)
-    for value, colour in LABEL_COLOURS.items():
-        where = label_slice == value
-        rgba[where, :3] = colour
-        rgba[where, 3] = OVERLAY_ALPHA
-    return rgba
 
 
 def render_png(images, label, k: int, modality: str, modality_names, axis: int, show_labels: bool,
@@ -101,7 +83,7 @@ def render_png(images, label, k: int, modality: str, modality_names, axis: int, 
         ax.imshow(np.take(images[c], k, axis=axis).T, cmap="gray", vmin=lo, vmax=hi, origin="lower",
                   interpolation="nearest")
         if label_slice is not None:
-            ax.imshow(_overlay(label_slice).transpose(1, 0, 2), origin="lower", interpolation="nearest")
+            ax.imshow(label_overlay(label_slice).transpose(1, 0, 2), origin="lower", interpolation="nearest")
         ax.set_title(names[c], fontsize=10)
         ax.set_axis_off()
     if label_slice is not None:

@@ -8,13 +8,15 @@ import numpy as np
 
 from .constants import MODALITY_NAMES, REGION_NAMES
 
-LABEL_COLOURS = {1: (0.9, 0.1, 0.1), 2: (0.1, 0.8, 0.2), 4: (1.0, 0.85, 0.0)}
-"""NCR/NET red, edema green, enhancing tumour yellow."""
+LABEL_COLOURS = {1: (1.0, 0.0, 0.0), 2: (0.0, 0.8, 0.0), 4: (1.0, 1.0, 0.0)}
+"""BraTS label -> RGB of its overlay: 1 NCR/NET red, 2 edema green, 4 enhancing tumour yellow (figures and viewer)."""
+OVERLAY_ALPHA = 0.45
 
 
-def label_overlay(label_slice: np.ndarray, alpha: float = 0.45) -> np.ndarray:
-    """RGBA image of a 2D BraTS label slice (transparent background)."""
-    rgba = np.zeros(label_slice.shape + (4,))
+def label_overlay(label_slice: np.ndarray, alpha: float = OVERLAY_ALPHA) -> np.ndarray:
+    """RGBA image (float32) of a 2D BraTS label slice, transparent where the label is 0 or unknown."""
+    label_slice = np.asarray(label_slice)
+    rgba = np.zeros(label_slice.shape + (4,), dtype=np.float32)
     for value, colour in LABEL_COLOURS.items():
         rgba[label_slice == value] = (*colour, alpha)
     return rgba
@@ -22,7 +24,8 @@ def label_overlay(label_slice: np.ndarray, alpha: float = 0.45) -> np.ndarray:
 
 def tumour_slice(label: np.ndarray, axis: int = 2) -> int:
     """Index of the slice along ``axis`` with the most tumour voxels (the middle one if there is none)."""
-    counts = (np.asarray(label) > 0).sum(axis=tuple(a for a in range(label.ndim) if a != axis))
+    label = np.asarray(label)
+    counts = (label > 0).sum(axis=tuple(a for a in range(label.ndim) if a != axis))
     return int(np.argmax(counts)) if counts.any() else label.shape[axis] // 2
 
 

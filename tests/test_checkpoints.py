@@ -64,7 +64,8 @@ def test_the_shipped_results_are_those_of_the_manifest(name):
     for split, key in (("val", "val_dice"), ("test", "test_dice")):
         table = shipped_results(name, split)
         assert sorted(table.case.unique()) == sorted(entry["data"]["split"][split])
-        assert mean_dice(table) == pytest.approx(entry[key], abs=1e-4)
+        # both sides are rounded to 4 decimals, from sums in a different order: one unit apart at most
+        assert mean_dice(table) == pytest.approx(entry[key], abs=1.5e-4)
     combinations = shipped_results(name, "test").groupby("case").combination.nunique()
     assert set(combinations) == {15 if run_config(name).model.fusion == "shared" else 1}
 
@@ -257,6 +258,6 @@ def test_a_student_of_a_retrained_teacher_is_trained_again(monkeypatch):
     assert info["source"] == "shipped checkpoint"
     stale = json.loads(json.dumps(ENTRIES))
     stale[name]["teacher_sha256"] = "0" * 64  # distilled from a teacher file that is no longer shipped
-    monkeypatch.setattr(checkpoints, "manifest", lambda: stale)
+    monkeypatch.setattr(checkpoints, "manifest", lambda source=None: stale)
     with pytest.raises(Trained):
         checkpoints.pretrained_or_train(name, CourseConfig(), data, device="cpu")

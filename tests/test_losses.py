@@ -1,3 +1,4 @@
+import numpy as np
 import pytest
 import torch
 
@@ -49,3 +50,14 @@ def test_protokd_code_segmentation_loss_by_hand():
         segmentation_loss("regions", form="protokd_code")
     with pytest.raises(ValueError, match="unknown segmentation loss"):
         segmentation_loss("classes", form="nnunet")
+
+
+def test_region_masks_one_rule_for_arrays_and_tensors():
+    """ET = {4}, TC = {1, 4}, WT = {1, 2, 4}, by hand; the training targets and the evaluation masks share it."""
+    from mmkd_helpers.losses.segmentation import region_masks, region_targets
+
+    label = np.array([0, 1, 2, 4])
+    expected = np.array([[0, 0, 0, 1], [0, 1, 0, 1], [0, 1, 1, 1]], dtype=bool)
+    assert np.array_equal(region_masks(label), expected)
+    assert torch.equal(region_masks(torch.tensor(label)), torch.tensor(expected))
+    assert torch.equal(region_targets(torch.tensor(label)[None]), torch.tensor(expected, dtype=torch.float32)[None])

@@ -98,9 +98,11 @@ def test_label_check_box_toggles_the_coloured_overlay(viewer):
 
 
 def test_overlay_colours_are_the_brats_ones():
-    from mmkd_helpers.viewer import _overlay
+    """One colour table for the viewer and the notebooks' figures."""
+    from mmkd_helpers import visualisation
 
-    rgba = _overlay(np.array([[0, 1, 2, 4]]))
+    assert LABEL_COLOURS is visualisation.LABEL_COLOURS
+    rgba = visualisation.label_overlay(np.array([[0, 1, 2, 4]]))
     assert rgba[0, 0, 3] == 0
     assert 0 < rgba[0, 1, 3] < 1  # semi-transparent
     assert tuple(rgba[0, 1, :3]) == LABEL_COLOURS[1] == (1.0, 0.0, 0.0)  # NCR/NET red

@@ -1,14 +1,23 @@
 """Segmentation (task) losses, from MONAI and torch rather than written by hand."""
 
+import numpy as np
 import torch
 
 from ..constants import CLASS_LABELS, REGIONS
 
 
+def region_masks(label, axis: int = 0):
+    """BraTS label map -> boolean masks of the regions ET, TC, WT (:data:`~mmkd_helpers.constants.REGIONS`),
+    stacked along ``axis``: a tensor for a tensor (training targets), an array for anything else (evaluation)."""
+    if isinstance(label, torch.Tensor):
+        return torch.stack([torch.isin(label, torch.tensor(v, device=label.device)) for v in REGIONS.values()], dim=axis)
+    label = np.asarray(label)
+    return np.stack([np.isin(label, values) for values in REGIONS.values()], axis=axis)
+
+
 def region_targets(label: torch.Tensor) -> torch.Tensor:
     """BraTS label map (N, *spatial) -> float region maps (N, 3, *spatial) in the order ET, TC, WT."""
-    return torch.stack([torch.isin(label, torch.tensor(v, device=label.device)) for v in REGIONS.values()],
-                       dim=1).float()
+    return region_masks(label, axis=1).float()
 
 
 def class_targets(label: torch.Tensor) -> torch.Tensor:

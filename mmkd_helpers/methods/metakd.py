@@ -43,6 +43,7 @@ import time
 import numpy as np
 import torch
 from torch.func import functional_call
+from torch.utils.data import default_collate
 
 from ..constants import MODALITY_NAMES, NUM_MODALITIES
 from ..dataset import PatchDataset
@@ -73,8 +74,8 @@ def derived_seed(seed: int, stream: int) -> int:
 
 def collate(dataset, start: int, count: int, device) -> dict:
     """Items ``start .. start+count-1`` of a :class:`PatchDataset` as a batch on ``device``."""
-    items = [dataset[index] for index in range(start, start + count)]
-    return {key: torch.stack([item[key] for item in items]).to(device) for key in ("image", "label", "present")}
+    batch = default_collate([dataset[index] for index in range(start, start + count)])
+    return {key: batch[key].to(device) for key in ("image", "label", "present")}
 
 
 class MetaKD(Method):
