@@ -1,8 +1,24 @@
 """Benchmarks (``mmkd bench``): figures printed, never asserted. Medians over repeats; machines are noisy."""
 
+import json
+import resource
 import statistics
+import subprocess
+import sys
 import time
+from dataclasses import replace
 from pathlib import Path
+
+import torch
+
+from .constants import COMBINATIONS
+from .course import CourseConfig, course_trainer, ensure_phantom, load_data
+from .evaluation import predict_combinations
+from .losses import segmentation_loss
+from .methods import build_method
+from .models import ModelConfig, build_model, count_parameters
+from .phantom import generate_case
+from .training import TrainConfig, configure_optimizer
 
 
 def _median_seconds(fn, repeats: int) -> float:
@@ -21,8 +37,6 @@ def peak_rss_mib() -> float:
     ``fork`` + ``exec``, so a fresh process started from a big one (a Jupyter kernel) would report its
     parent's peak. Elsewhere it falls back to ``ru_maxrss`` (KiB on Linux, bytes on macOS).
     """
-    import resource
-    import sys
 
     status = Path("/proc/self/status")
     if status.exists():
@@ -34,7 +48,6 @@ def peak_rss_mib() -> float:
 
 
 def bench_phantom(repeats: int = 5, size: int = 64) -> float:
-    from .phantom import generate_case
 
     generate_case(0, size=size)  # load and cache the templates first
     seeds = iter(range(1, repeats + 1))
@@ -43,12 +56,6 @@ def bench_phantom(repeats: int = 5, size: int = 64) -> float:
 
 def bench_train_step(repeats: int = 5, roi: int = 32, batch_size: int = 2, base_channels: int = 8) -> dict:
     """Median seconds of one training step of the teaching model, and its parameter count."""
-    import torch
-
-    from .losses import segmentation_loss
-    from .models import ModelConfig, build_model, count_parameters
-
-    from .training import TrainConfig, configure_optimizer
 
     model = build_model(ModelConfig(base_channels=base_channels))
     optimizer = configure_optimizer(model, TrainConfig(lr=1e-3))
@@ -70,11 +77,6 @@ def bench_evaluation(repeats: int = 3, size: int = 64, roi: int = 32, overlap: f
     """Median seconds to score one phantom-sized case under all 15 combinations: one forward pass per
     combination (as before 2026-12) against one encoder pass per window shared by all of them
     (``forward_combinations``, what :func:`mmkd_helpers.evaluation.evaluate` does)."""
-    import torch
-
-    from .constants import COMBINATIONS
-    from .evaluation import predict_combinations
-    from .models import ModelConfig, build_model
 
     model = build_model(ModelConfig()).eval()
     image = torch.randn(4, size, size, size).numpy()
@@ -96,7 +98,6 @@ def bench_evaluation(repeats: int = 3, size: int = 64, roi: int = 32, overlap: f
 
 
 def run_benchmarks(repeats: int = 5) -> None:
-    import torch
 
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
     for size in (64, 96):
@@ -113,8 +114,6 @@ def run_benchmarks(repeats: int = 5) -> None:
 
 def _method_cost(method: str, options: dict, steps: int) -> dict:
     """Train ``steps`` steps of the teaching model with a method on a few phantoms; time and peak memory."""
-    from .course import course_trainer, ensure_phantom, load_data
-    from .methods import build_method
 
     config = _cost_config(steps)
     # The phantoms were generated and cached by the parent (method_cost): the peak memory of this process
@@ -129,10 +128,6 @@ def _method_cost(method: str, options: dict, steps: int) -> dict:
 
 
 def _cost_config(steps: int):
-    from dataclasses import replace
-
-    from .course import CourseConfig
-
     config = CourseConfig(phantom_cases=8)
     return replace(config, train=replace(config.train, steps=steps))
 
@@ -140,11 +135,6 @@ def _cost_config(steps: int):
 def method_cost(method: str, options: dict | None = None, steps: int = 40) -> dict:
     """Wall time per step (hooks included) and peak resident memory of a method, measured in a fresh
     process so that one measurement's memory does not leak into the next."""
-    import json
-    import subprocess
-    import sys
-
-    from .course import ensure_phantom, load_data
 
     config = _cost_config(steps)
     load_data(ensure_phantom(config), config, progress=False)  # generate and cache the data here, not in the child

@@ -16,8 +16,15 @@ data (:func:`reference_statistics`: aggregate numbers only, no image or case-lev
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
+from scipy.stats import rankdata
+from tqdm.auto import tqdm
 
 from .constants import MODALITY_NAMES, REGION_NAMES, REGIONS
+from .data import DataError, find_cases
+from .paths import default_data_dir
+from .preprocess import PreprocessConfig, cache_cases, load_cached
+
 
 REFERENCE_FILE = Path(__file__).parent / "reference" / "brats2018_sample_calibration.csv"
 """Aggregate statistics of 10 real BraTS 2018 training cases at the course's real-data spacing (2 mm)."""
@@ -32,7 +39,6 @@ def _auc(rank: np.ndarray, positive: np.ndarray, negative: np.ndarray) -> float:
     n_pos, n_neg = int(positive.sum()), int(negative.sum())
     if not n_pos or not n_neg:
         return float("nan")
-    from scipy.stats import rankdata
 
     r = rankdata(rank[positive | negative])
     pos = positive[positive | negative]
@@ -67,12 +73,6 @@ def calibrate(data_dir, spacing: float | None = 2.0, cache_dir=None, progress: b
     finer). Returns a long DataFrame with columns ``case, region, fraction, auc_FLAIR, auc_T1, auc_T1ce,
     auc_T2``. Cases without a label map are an error: there is nothing to measure on them.
     """
-    import pandas as pd
-    from tqdm.auto import tqdm
-
-    from .data import DataError, find_cases
-    from .paths import default_data_dir
-    from .preprocess import PreprocessConfig, cache_cases, load_cached
 
     refs = find_cases(data_dir)
     unlabelled = [ref.case_id for ref in refs if ref.label_path is None]
@@ -92,7 +92,6 @@ def calibrate(data_dir, spacing: float | None = 2.0, cache_dir=None, progress: b
 def summarise(per_case):
     """Mean and SD over cases of every statistic, per region: a (region × statistic) table with columns
     ``region, statistic, mean, sd, cases`` (cases: how many had the statistic; ET's AUCs need enhancement)."""
-    import pandas as pd
 
     rows = []
     for region in REGION_NAMES:
@@ -108,7 +107,6 @@ def summarise(per_case):
 
 def reference_statistics():
     """The shipped aggregate statistics of the real BraTS 2018 sample (:func:`summarise`'s table)."""
-    import pandas as pd
 
     return pd.read_csv(REFERENCE_FILE)
 
@@ -117,7 +115,6 @@ def comparison_table(summary, reference=None):
     """Side by side, per region and statistic: ``summary`` (e.g. of the phantoms) and the real ``reference``
     (default: the shipped one) as mean ± SD, and ``z``, how many real SDs the two means lie apart (the
     phantoms are calibrated to |z| <= 1)."""
-    import pandas as pd
 
     reference = reference_statistics() if reference is None else reference
     ours = summary.set_index(["region", "statistic"])

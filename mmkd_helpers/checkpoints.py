@@ -5,7 +5,7 @@ precision (loaded with ``weights_only=True`` and cast back to float32; the manif
 Dice of both, which agree within 0.1 points), with an entry in ``pretrained/manifest.json``: method and
 options, the course configuration, the data (phantom generator version and seed), steps, device, wall time,
 code commit, sha256, the validation Dice it reached and, for the shared-encoder models, how much their
-prediction relies on the features their method distils (:func:`mmkd_helpers.evaluation.feature_reliance`).
+prediction relies on the features their method distils (:func:`mmkd_helpers.analysis.feature_reliance`).
 Beside it: ``<name>_history.csv`` (the training history, thinned) and ``<name>_eval.csv.gz``, the Dice of
 the shipped weights on every validation and test case and combination, computed when the checkpoint was
 built, so that a notebook comparing many models and seeds reads them instead of re-running inference
@@ -22,13 +22,27 @@ every comparison can be told apart from run-to-run chance.
 
 import io
 import json
+import platform
 import subprocess
 import time
+from dataclasses import replace
 from pathlib import Path
 
+import pandas as pd
+import torch
+
+from .analysis import feature_reliance
 from .constants import MODALITIES
-from .store import available, half_precision, load_history, \
-    load_pretrained, manifest, manifest_lock, pretrained_source, sha256, shipped_results, user_pretrained_dir
+from .course import CourseConfig, course_trainer, ensure_phantom, load_data, split_volumes
+from .evaluation import evaluate
+from .fileio import atomic_path, atomic_write_text
+from .methods import build_method
+from .models import build_model
+from .phantom import PHANTOM_VERSION
+from .store import (available, half_precision, load_history, load_pretrained, manifest, manifest_lock,
+                    pretrained_source, sha256, shipped_results, user_pretrained_dir)
+from .training import resolve_device
+
 
 SEEDS = (0, 1, 2)
 """Training seeds of the headline runs: each comparison of the course is reported as mean ± SD over them."""
@@ -47,6 +61,12 @@ RUNS = {
 }
 # The baseline logs its validation Dice every 200 steps: the curve that shows whether the budget is enough.
 RUNS["baseline"]["changes"] = {"train": {"validate_every": 200}}
+# Is the course's budget enough? The README's main job must stay under 5 min on 2 cores, which bounds the course to
+# 1000 steps; the baseline trained with 2000 and 4000 steps (the same schedule, stretched) shows how far from its
+# plateau that leaves every method. Notebook 02 draws the three validation curves; these runs are not compared.
+BUDGET_DEMOS = {f"baseline_{steps}_steps": steps for steps in (2000, 4000)}
+for _name, _steps in BUDGET_DEMOS.items():
+    RUNS[_name] = {"method": "baseline", "options": {}, "changes": {"train": {"steps": _steps, "validate_every": 200}}}
 # Why the course's network has one skip connection, dropped for half the samples: the baseline as a classic UNet (a
 # skip at every level, no skip dropout), and with the course's one skip but no skip dropout. Notebook 02 measures
 # how much each relies on its bottleneck; they are shipped to show that, and are not compared as methods.
@@ -132,9 +152,6 @@ def seed_variants(name: str, seeds: int = len(SEEDS)) -> list:
 def run_config(name: str, config=None):
     """The course configuration of the run ``name``: the course's, with the run's own network, data and training
     changes (ProtoKD's early-fusion networks, a training seed)."""
-    from dataclasses import replace
-
-    from .course import CourseConfig
 
     config = config or CourseConfig()
     run = RUNS[name]
@@ -146,7 +163,6 @@ def run_config(name: str, config=None):
 
 def _same_config(entry: dict, config) -> bool:
     """Whether a manifest entry was trained with ``config`` (fields added to the code since take their defaults)."""
-    from .course import CourseConfig
 
     normalised = lambda c: json.loads(json.dumps(c.to_dict()))  # noqa: E731
     return normalised(CourseConfig.from_dict(entry["config"])) == normalised(config)
@@ -156,9 +172,6 @@ def evaluate_splits(model, data: dict, config, splits=("val", "test"), cases=Non
     """Dice of ``model`` on every case of ``splits`` (or only ``cases``) and every combination it is evaluated
     on, with the course's evaluation (windows of the training crop): :func:`~mmkd_helpers.evaluation.evaluate`'s
     long table with a ``split`` column."""
-    import pandas as pd
-
-    from .evaluation import evaluate
 
     tables = []
     for split in splits:
@@ -206,13 +219,6 @@ def build(name: str, config=None, device: str = "auto", progress: bool = True, o
     its Dice on every validation and test case, and its manifest entry into ``out_dir`` (default:
     :func:`user_pretrained_dir`). A student learns from its teacher in ``out_dir`` if that holds one, else from
     the set that is read by default."""
-    import torch
-
-    from .course import ensure_phantom, load_data, split_volumes
-    from .evaluation import feature_reliance
-    from .fileio import atomic_path, atomic_write_text
-    from .models import build_model
-    from .phantom import PHANTOM_VERSION
 
     run = RUNS[name]
     out_dir = Path(out_dir) if out_dir is not None else user_pretrained_dir()
@@ -272,9 +278,6 @@ def build(name: str, config=None, device: str = "auto", progress: bool = True, o
 
 def _device_name(device) -> str:
     """What the checkpoint was trained on, in words (a GPU's model name; else the CPU's)."""
-    import platform
-
-    import torch
 
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
@@ -299,8 +302,6 @@ def train_run(name: str, course, data: dict, device: str = "auto", progress: boo
     A run distilled from a teacher run (ProtoKD's students) takes ``teacher`` if given, else the teacher
     run's checkpoint in ``source`` (default: :func:`pretrained_source`), else trains the teacher first.
     """
-    from .course import CourseConfig, course_trainer
-    from .methods import build_method
 
     run = RUNS[name]
     course = course or CourseConfig()
@@ -315,6 +316,20 @@ def train_run(name: str, course, data: dict, device: str = "auto", progress: boo
     return trainer.model.eval(), trainer
 
 
+def shipped_matches(name: str, config, data: dict, source=None) -> bool:
+    """Whether the set ``source`` (default: :func:`pretrained_source`) holds the run ``name`` trained with the course
+    configuration ``config`` (the run's own changes applied) on the split of ``data``, and, for a student, distilled
+    from the teacher file that set holds now."""
+    source = pretrained_source(source)
+    entries = manifest(source)
+    entry = entries.get(name)
+    if entry is None or name not in available(source) or not _same_config(entry, run_config(name, config)):
+        return False
+    if "teacher" in RUNS[name] and entry.get("teacher_sha256") != entries.get(RUNS[name]["teacher"], {}).get("sha256"):
+        return False  # a student distilled from another teacher file is another run
+    return entry["data"]["split"] == data["split"]
+
+
 def pretrained_or_train(name: str, config, data: dict, device: str = "auto", progress: bool = True, teacher=None,
                         source=None):
     """Load the shipped checkpoint ``name`` if it was trained with exactly ``config`` on this data, else train.
@@ -325,16 +340,9 @@ def pretrained_or_train(name: str, config, data: dict, device: str = "auto", pro
     (the ablations and ProtoKD runs of :data:`RUNS`) applies it itself. ``teacher``: see :func:`train_run`;
     ``source``: the set of checkpoints (default: :func:`pretrained_source`).
     """
-    from .training import resolve_device
-
     course, config = config, run_config(name, config)
     source = pretrained_source(source)
-    entries = manifest(source)
-    entry = entries.get(name)
-    same_config = entry is not None and _same_config(entry, config)
-    if same_config and "teacher" in RUNS[name]:  # a student distilled from another teacher file is another run
-        same_config = entry.get("teacher_sha256") == entries.get(RUNS[name]["teacher"], {}).get("sha256")
-    if same_config and entry["data"]["split"] == data["split"] and name in available(source):
+    if shipped_matches(name, course, data, source):
         model, entry = load_pretrained(name, device=resolve_device(device), source=source)
         return model, {"source": "shipped checkpoint", "entry": entry, "history": load_history(name, source)}
     model, trainer = train_run(name, course, data, device, progress, teacher, source)
@@ -349,7 +357,6 @@ def results_of(name: str, config, data: dict, split="test", device: str = "auto"
     and evaluated now. ``split`` may also be a tuple of splits: the tables then come as ``{split: table}``
     (one training, when it has to train). ``info["results_source"]`` says where the tables come from; the tests
     re-evaluate the shipped ones."""
-    from .evaluation import evaluate
 
     model, info = pretrained_or_train(name, config, data, device, progress, teacher, source)
     run = run_config(name, config)

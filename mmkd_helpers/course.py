@@ -11,11 +11,17 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
+import torch
 
+from .data import find_cases
+from .dataset import PatchDataset
 from .evaluation import OVERLAP
-from .models import ModelConfig
+from .fileio import atomic_write_text
+from .models import ModelConfig, build_model
 from .paths import default_data_dir
-from .training import TrainConfig
+from .phantom import PHANTOM_VERSION, generate_dataset
+from .preprocess import PreprocessConfig, cache_cases, load_cached
+from .training import TrainConfig, Trainer
 
 
 @dataclass
@@ -93,7 +99,6 @@ def split_cases(case_ids, val_fraction: float = 0.2, test_fraction: float = 0.2,
 
 def phantom_dir(config: CourseConfig, root=None) -> Path:
     """Where the course's phantom cases live (generated on first use, then reused)."""
-    from .phantom import PHANTOM_VERSION
 
     root = Path(root) if root is not None else default_data_dir()
     return root / f"phantom-v{PHANTOM_VERSION}-n{config.phantom_cases}-s{config.phantom_size}-seed{config.phantom_seed}"
@@ -101,13 +106,11 @@ def phantom_dir(config: CourseConfig, root=None) -> Path:
 
 def ensure_phantom(config: CourseConfig, root=None) -> Path:
     """Generate the phantom data set of ``config`` unless it is already there; returns its folder."""
-    from .phantom import generate_dataset
 
     folder = phantom_dir(config, root)
     marker = folder / "phantom.json"
     if not marker.exists():
         generate_dataset(folder, config.phantom_cases, size=config.phantom_size, seed=config.phantom_seed)
-        from .fileio import atomic_write_text
 
         atomic_write_text(marker, json.dumps({"n": config.phantom_cases, "size": config.phantom_size,
                                               "seed": config.phantom_seed}))
@@ -120,8 +123,6 @@ def load_data(data_dir, config: CourseConfig, cache_dir=None, progress: bool = T
     Returns ``{"split": {train, val, test: [case ids]}, "volumes": {case_id: (images, label)}}`` with
     memory-mapped arrays.
     """
-    from .data import find_cases
-    from .preprocess import PreprocessConfig, cache_cases, load_cached
 
     refs = find_cases(data_dir)
     cache_dir = Path(cache_dir) if cache_dir is not None else default_data_dir() / "cache"
@@ -144,10 +145,6 @@ def course_trainer(config: CourseConfig, data: dict, method, **options):
     for the hooks and curves, and the course configuration recorded in ``extra["course"]`` (saved in every
     checkpoint; LCKD and MetaKD read their crop from it). ``options`` go to :class:`~mmkd_helpers.training.Trainer`
     (``device``, ``out_dir``, ``progress``, more ``extra``)."""
-    import torch
-
-    from .models import build_model
-    from .training import Trainer
 
     torch.manual_seed(config.train.seed)
     model = build_model(config.model)
@@ -158,7 +155,6 @@ def course_trainer(config: CourseConfig, data: dict, method, **options):
 
 def make_dataset(volumes: dict, case_ids, config: CourseConfig, seed: int | None = None):
     """The training :class:`~mmkd_helpers.dataset.PatchDataset` of the course for ``case_ids``."""
-    from .dataset import PatchDataset
 
     return PatchDataset([volumes[c] for c in case_ids], config.roi_size, fg_prob=config.fg_prob,
                         drop_policy=config.drop_policy, seed=config.train.seed if seed is None else seed,

@@ -15,9 +15,11 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+import nibabel as nib
 import numpy as np
 
 from .constants import LABELS, MODALITIES, MSD_CHANNEL_ORDER, MSD_TO_BRATS
+
 
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
 _MSD_MODALITY_ALIASES = {"flair": "flair", "t1": "t1", "t1w": "t1", "t1gd": "t1ce", "t1ce": "t1ce", "t1c": "t1ce",
@@ -119,7 +121,6 @@ def _find_msd_cases(dataset_json: Path) -> list:
 
 def _load_nifti(path: Path):
     """(array, affine) of a NIfTI file, or a DataError that says why it cannot be read."""
-    import nibabel as nib
 
     if not path.exists():
         raise DataError(f"{path}: file missing")

@@ -13,11 +13,18 @@ Conventions (choices recorded here because the papers differ):
 import numpy as np
 import torch
 
+
 OVERLAP = 1 / 3
 """Overlap of neighbouring sliding windows: the LCKD code's (its tiles overlap by a third)."""
 
-from .constants import CLASS_LABELS, COMBINATIONS, MODALITIES, MODALITY_NAMES, REGION_NAMES, \
-    combination_marks, combination_name
+import pandas as pd
+from monai.inferers import sliding_window_inference
+from monai.metrics import compute_dice
+from scipy.stats import ttest_rel
+from tqdm.auto import tqdm
+
+from .constants import (CLASS_LABELS, COMBINATIONS, MODALITIES, MODALITY_NAMES, REGION_NAMES, combination_marks,
+                        combination_name)
 from .losses.segmentation import region_masks
 
 
@@ -40,7 +47,6 @@ def predict_combinations(model, image, combinations, roi_size, overlap: float = 
     the model has it; else one pass per combination), so the 15 combinations of a shared-encoder model cost
     about what six single passes would.
     """
-    from monai.inferers import sliding_window_inference
 
     device = device or next(model.parameters()).device
     image = torch.as_tensor(np.array(image, dtype=np.float32), device=device)[None]  # copy: inputs may be read-only memory maps
@@ -80,7 +86,6 @@ def logits_to_label(logits: torch.Tensor, head: str = "regions") -> np.ndarray:
 
 def region_dice(prediction, truth) -> np.ndarray:
     """Dice per region (ET, TC, WT) between two BraTS label maps, via MONAI; empty vs empty is 1."""
-    from monai.metrics import compute_dice
 
     pred = torch.from_numpy(region_masks(prediction))[None].float()
     true = torch.from_numpy(region_masks(truth))[None].float()
@@ -96,8 +101,6 @@ def evaluate(model, volumes, roi_size, combinations=None, overlap: float = OVERL
     by default :func:`model_combinations` (all 15 for the shared-encoder model). Columns: ``case``,
     ``combination`` (e.g. "FLAIR+T1ce"), ``n_present``, ``region``, ``dice``.
     """
-    import pandas as pd
-    from tqdm.auto import tqdm
 
     volumes = list(volumes)
     head = model.config.head
@@ -134,7 +137,6 @@ def window_sensitivity(model, volumes, windows, combinations=None, overlap: floa
     """Mean Dice per region for each sliding-window size of ``windows`` (ints or tuples): how much a model's
     score depends on evaluating it at the crop it was trained on. A DataFrame, index = window, columns =
     ET, TC, WT, mean (in %)."""
-    import pandas as pd
 
     rows = {}
     for window in windows:
@@ -158,7 +160,6 @@ def dice_table(results: dict, percent: bool = True):
     ``results`` maps a method name to the DataFrame of :func:`evaluate`. Rows: the combinations with
     ●/○ marks for FLAIR, T1, T1ce, T2, then an ``Average`` row; columns: (region, method).
     """
-    import pandas as pd
 
     scale = 100.0 if percent else 1.0
     blocks = {name: combination_means(df) * scale for name, df in results.items()}
@@ -179,7 +180,6 @@ def paired_ttest(results_a, results_b, region: str, unit: str = "combination", a
     Table 1; ``unit="case"`` pairs every (case, combination) value, which has more pairs but treats
     the 15 combinations of one case as independent.
     """
-    from scipy.stats import ttest_rel
 
     if unit == "combination":
         a, b = combination_means(results_a)[region], combination_means(results_b)[region]
@@ -209,8 +209,6 @@ def compare_seeds(runs: dict, reference: str, combinations=None, alpha: float = 
     method can produce is not a finding. ``spread`` (points) replaces the measured seed spread, e.g. to judge
     single-seed ablations by the spread of seeded runs of the same recipe.
     """
-    import pandas as pd
-    from scipy.stats import ttest_rel
 
     def restrict(table):
         table = table if combinations is None else table[table.combination.isin(list(combinations))]
@@ -268,100 +266,3 @@ def describe_comparison(row, reference: str) -> str:
     return (f"{row['method']} vs {reference}, {region}: {row['mean']:.1f}{sd(row['sd'])} vs "
             f"{row['reference']:.1f}{sd(row['reference_sd'])} ({seeds}), {row['difference']:+.1f} points, "
             f"p = {row['p']:.2g} over {row['cases']} cases: {what}")
-
-
-@torch.no_grad()
-def latent_features(model, volumes, level: int = 0, max_positions: int | None = None, seed: int = 0,
-                    brain_fraction: float = 0.5, device=None) -> torch.Tensor:
-    """Per-modality encoder features of whole volumes, all modalities present: (M, C, positions).
-
-    The Z_j that Mind the Gap aligns. Each volume of ``volumes`` (``(case_id, images, label)``) is cut to
-    the network's stride and run once in eval mode (a Gaussian latent gives its mean); the features of
-    encoder ``level`` (0: the first stage, :class:`~mmkd_helpers.methods.pmix.PMix`'s default Z_j; -1: the
-    bottleneck) of every case are concatenated along the positions.
-
-    Only positions whose block of input voxels is at least ``brain_fraction`` brain (non-zero in some
-    modality) are kept (0 keeps all): outside the head every modality's input is the same zero volume, so
-    whatever tells the modalities apart there is not anatomy but, for one, each volume's own instance-norm
-    statistics. With ``max_positions``, that many of the kept positions per case are drawn (seeded,
-    the same for every model of the same architecture), so that t-SNE and probes fit a laptop.
-    """
-    assert model.config.fusion == "shared", "per-modality latents need the shared-encoder model"
-    assert 0 <= brain_fraction <= 1, f"brain_fraction must be in [0, 1], got {brain_fraction}"
-    device = device or next(model.parameters()).device
-    was_training = model.training
-    model.eval()
-    stride = 2 ** (model.config.depth - 1)
-    pool = (torch.nn.functional.avg_pool2d, torch.nn.functional.avg_pool3d)[model.config.spatial_dims - 2]
-    rng = np.random.default_rng(seed)
-    chunks = []
-    for _, images, _ in volumes:
-        image = torch.as_tensor(np.array(images, dtype=np.float32), device=device)[None]
-        image = image[(..., *(slice(0, s - s % stride) for s in image.shape[2:]))]
-        features = model(image).features[level][0].float().cpu()  # (M, C, *spatial)
-        block = image.shape[2] // features.shape[2]
-        brain = pool((image != 0).any(1, keepdim=True).float(), block).cpu().flatten() >= brain_fraction
-        features = features.flatten(2)[..., brain]
-        if max_positions is not None and features.shape[-1] > max_positions:
-            features = features[..., np.sort(rng.choice(features.shape[-1], max_positions, replace=False))]
-        chunks.append(features)
-    model.train(was_training)
-    return torch.cat(chunks, dim=-1)
-
-
-@torch.no_grad()
-def feature_variation(model, patches, level: int = -1, batch_size: int = 4) -> np.ndarray:
-    """How much each modality's features at encoder ``level`` vary from one input patch to another, all
-    modalities present: per modality, the mean over feature elements of their standard deviation across the
-    patches, divided by the mean absolute feature (a coefficient of variation; (M,) array).
-
-    A feature that is (nearly) the same for every input carries no information about it, whatever its size:
-    distilling it, or generating it as the mean of others, changes nothing the decoder can use.
-    """
-    device = next(model.parameters()).device
-    was_training = model.training
-    model.eval()
-    features = torch.cat([model(chunk.to(device)).features[level].float().cpu()
-                          for chunk in torch.as_tensor(patches).split(batch_size)])  # (P, M, C, *spatial)
-    model.train(was_training)
-    flat = features.flatten(2)  # (P, M, K)
-    spread = flat.std(dim=0).mean(dim=1)
-    scale = flat.abs().mean(dim=(0, 2)).clamp_min(1e-12)
-    return (spread / scale).numpy()
-
-
-def reliance_patches(volumes, roi_size, n_patches: int = 32, seed: int = 0) -> torch.Tensor:
-    """(P, M, *roi) training-like patches (half centred on tumour, half anywhere; no augmentation, every
-    modality present) drawn from ``volumes`` (``(case_id, images, label)``), seeded."""
-    from .dataset import PatchDataset
-
-    dataset = PatchDataset([(images, label) for _, images, label in volumes], roi_size, fg_prob=0.5, flip=False,
-                           intensity=0.0, drop_policy="none", seed=seed)
-    return torch.stack([dataset[i]["image"] for i in range(n_patches)])
-
-
-def feature_reliance(model, volumes, roi_size, level: int = -1, combinations=None, overlap: float = OVERLAP,
-                     n_patches: int = 32, seed: int = 0, intact=None) -> dict:
-    """Whether the prediction uses the features at encoder ``level`` (-1: the bottleneck, where LCKD and MetaKD
-    distil): the mean Dice (over cases, combinations and regions, in %) with the features intact and with
-    them zeroed for every modality (:class:`~mmkd_helpers.models.FeatureScaled`), the ``drop`` between the
-    two in points, and ``variation``, each modality's :func:`feature_variation` over ``n_patches`` patches.
-
-    A distillation term on features whose zeroing costs nothing, or that do not vary with the input, acts on
-    a dead pathway: it can move the features without moving the prediction. ``intact``: the model's
-    :func:`evaluate` table on the same volumes and combinations, if already computed.
-    """
-    from .constants import MODALITY_NAMES
-    from .models import FeatureScaled
-
-    volumes = list(volumes)
-    streams = model.config.num_modalities if model.config.fusion == "shared" else 1
-    if intact is None:
-        intact = evaluate(model, volumes, roi_size, combinations, overlap, progress=False)
-    intact = intact.dice.mean() * 100
-    zeroed_model = FeatureScaled(model, [0.0] * streams, level)
-    zeroed = evaluate(zeroed_model, volumes, roi_size, combinations, overlap, progress=False).dice.mean() * 100
-    variation = feature_variation(model, reliance_patches(volumes, roi_size, n_patches, seed), level)
-    names = MODALITY_NAMES[:streams] if streams > 1 else ("all",)
-    return {"level": level, "dice": float(intact), "dice_zeroed": float(zeroed), "drop": float(intact - zeroed),
-            "variation": dict(zip(names, map(float, variation)))}

@@ -17,7 +17,7 @@ shape (shared encoder, concatenating decoder) whose width and depth are paramete
 **Skip connections: the full-resolution one only, dropped for half the training samples**
 (``skip_levels=(0,)``, ``skip_dropout=0.5``). LCKD's and MetaKD's distillation and the mean filling of Eq. 5
 act on the bottleneck, so the course's decoder must use it. Measured on the calibrated phantoms (validation
-cases, course budget; :func:`mmkd_helpers.evaluation.feature_reliance`, the Dice lost when the bottleneck is
+cases, course budget; :func:`mmkd_helpers.analysis.feature_reliance`, the Dice lost when the bottleneck is
 zeroed): with a skip connection at every level the decoder ignored the bottleneck (under half a point; with
 Adam's coupled L2 decay the bottleneck went dead altogether); with the full-resolution skip only it lost about
 10 points, too close to nothing for a distillation result to be read; when each training sample's skip
@@ -50,6 +50,8 @@ import torch
 from torch import nn
 
 from .constants import CLASS_LABELS, MODALITIES, NUM_MODALITIES, REGIONS
+from .losses.pmix import reparameterise
+
 
 HEADS = {"regions": len(REGIONS), "classes": len(CLASS_LABELS)}
 FUSIONS = ("shared", "early")
@@ -207,7 +209,6 @@ class SharedEncoderUNet(nn.Module):
         """(features, μ, log σ²): :meth:`encode`'s features and, for a gaussian latent, the (N, M, C, *spatial)
         mean and log-variance at ``latent_level`` (else None); that level's feature is a reparameterised
         sample in training and μ in evaluation."""
-        from .losses.pmix import reparameterise
 
         n, m = image.shape[:2]
         assert m == self.config.num_modalities, f"expected {self.config.num_modalities} modalities, got {m}"
@@ -337,7 +338,7 @@ class FeatureScaled(nn.Module):
 
     The scaling happens where the encoder block produces the feature, before anything reads it: deeper
     blocks, the skip connection, the missing-feature filling. ``scale`` of zeros switches the level off
-    (:func:`mmkd_helpers.evaluation.feature_reliance` measures what the prediction loses then). Works for
+    (:func:`mmkd_helpers.analysis.feature_reliance` measures what the prediction loses then). Works for
     both families: the shared-encoder model's streams are its modalities; an early-fusion model has one
     stream (pass one number).
     """

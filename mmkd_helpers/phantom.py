@@ -1,6 +1,7 @@
 """BraTS-format phantoms: synthetic brain-tumour cases, so the course can run without any download.
 
-Each case is the MNI152 brain (the templates that nilearn ships inside its wheel) under a random
+Each case is the MNI152 brain (ICBM 2009a nonlinear symmetric: brain mask, grey and white matter at 1 mm,
+shipped in ``reference/`` with its licence) under a random
 affine + elastic warp, with one glioma-like tumour (sometimes a small second focus) made of nested
 compartments -- edema (2) around a core, the core an enhancing rim (4) around a necrotic /
 non-enhancing centre (1); about 1 case in 8 is low-grade-like, with no enhancement. Every voxel is a
@@ -50,14 +51,20 @@ case as scanners do.
 """
 
 import functools
-import importlib.util
+import io
+import lzma
 from dataclasses import dataclass
 from pathlib import Path
 
+import nibabel as nib
 import numpy as np
+import pandas as pd
+from scipy.ndimage import map_coordinates
+from scipy.special import expit
 
-from .constants import MODALITIES
+from .constants import MODALITIES, MODALITY_NAMES
 from .fileio import atomic_path
+
 
 PHANTOM_VERSION = "2"
 """Bumped whenever the output for a given seed changes."""
@@ -96,36 +103,25 @@ class PhantomCase:
     affine: np.ndarray  # 4x4 float, RAS, diagonal = spacing
 
 
-def contrast_table() -> "pandas.DataFrame":  # noqa: F821 -- pandas is imported lazily
+def contrast_table() -> pd.DataFrame:
     """:data:`CONTRAST_TABLE` as a DataFrame (tissues x modalities), for display in notebooks."""
-    import pandas as pd
-
-    from .constants import MODALITY_NAMES
 
     return pd.DataFrame.from_dict(CONTRAST_TABLE, orient="index", columns=list(MODALITY_NAMES))
 
 
-def _template_dir() -> Path:
-    """nilearn's bundled data folder, found without importing nilearn (that takes seconds)."""
-    spec = importlib.util.find_spec("nilearn")
-    if spec is None or not spec.submodule_search_locations:
-        raise ImportError("mmkd_helpers.phantom needs the MNI152 templates shipped with nilearn: pip install nilearn")
-    return Path(spec.submodule_search_locations[0]) / "datasets" / "data"
+TEMPLATES_FILE = Path(__file__).parent / "reference" / "mni152_2009a_sym_templates.npy.xz"
+"""(3, 145, 181, 155) uint8: the brain mask, grey and white matter (0-255) of the MNI ICBM 2009a nonlinear
+symmetric templates at 1 mm (the skull-stripped "converted" T1, GM and WM files that nilearn distributes),
+cropped to the brain's bounding box, GM and WM zeroed outside the brain; licence in ``MNI152_LICENCE.txt``
+beside it. 1.4 MB with xz, where the three NIfTI files take 5.1 MB."""
 
 
 @functools.lru_cache(maxsize=1)
 def _templates_1mm() -> np.ndarray:
     """(brain, GM, WM) float32 at 1 mm, cropped to the brain's bounding box (so its centre is the origin)."""
-    import nibabel as nib
 
-    paths = [_template_dir() / f"mni_icbm152_{name}_tal_nlin_sym_09a_converted.nii.gz" for name in _TEMPLATES]
-    missing = [p.name for p in paths if not p.is_file()]
-    if missing:
-        raise ImportError(f"nilearn is installed but lacks its MNI152 templates {missing}: reinstall nilearn")
-    t1, gm, wm = (np.asanyarray(nib.load(p).dataobj) for p in paths)
-    brain = t1 > 0  # the "converted" templates are already skull-stripped
-    box = tuple(slice(i.min(), i.max() + 1) for i in np.nonzero(brain))
-    maps = np.stack([brain[box], gm[box] / 255.0 * brain[box], wm[box] / 255.0 * brain[box]]).astype(np.float32)
+    maps = np.load(io.BytesIO(lzma.decompress(TEMPLATES_FILE.read_bytes())), allow_pickle=False)
+    maps = np.stack([maps[0].astype(bool), maps[1] / 255.0, maps[2] / 255.0]).astype(np.float32)
     maps.setflags(write=False)
     return maps
 
@@ -185,7 +181,6 @@ def _rotation(rng, max_deg: float) -> np.ndarray:
 
 def _warped_anatomy(rng, shape, spacing) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Brain mask, GM and WM fractions of the template under a random warp: a new head for each case."""
-    from scipy.ndimage import map_coordinates
 
     k = max(1, int(min(spacing)))
     maps = _templates_blocked(k)
@@ -244,7 +239,6 @@ def _nested_blob(rng, shape, spacing, centre, radius) -> tuple[np.ndarray, np.nd
 
 def _tumours(rng, shape, spacing, brain, wm, csf) -> tuple[np.ndarray, np.ndarray]:
     """BraTS label map and soft compartment fractions (edema, necrosis, enhancing) of one or two tumours."""
-    from scipy.special import expit
 
     fields = _tumour_fields(rng, shape, spacing, wm)
     if rng.random() < _SECOND_TUMOUR_FRACTION:  # a small second focus; the min of two fields is their union
@@ -314,7 +308,6 @@ def _simulate(seed, size, spacing) -> tuple[PhantomCase, np.ndarray]:
 
 def write_case(case: PhantomCase, out_dir, case_id: str) -> Path:
     """Write ``out_dir/case_id/case_id_{flair,t1,t1ce,t2,seg}.nii.gz``; the folder appears complete or not at all."""
-    import nibabel as nib
 
     final = Path(out_dir) / case_id
     with atomic_path(final) as tmp:

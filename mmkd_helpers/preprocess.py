@@ -15,9 +15,13 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
 
 from .data import Case, CaseRef, DataError, read_case
 from .fileio import atomic_path, atomic_write_text
+
 
 CACHE_FORMAT = 1  # bump when the cached arrays change meaning
 
@@ -51,8 +55,6 @@ def brain_bbox(mask: np.ndarray, margin: int = 0) -> tuple:
 
 def resample(images: np.ndarray, label, spacing: tuple, target: float):
     """Resample to isotropic ``target`` mm: trilinear for images, nearest neighbour for labels."""
-    import torch
-    import torch.nn.functional as F
 
     size = [max(1, int(round(n * s / target))) for n, s in zip(images.shape[1:], spacing)]
     out = F.interpolate(torch.from_numpy(np.ascontiguousarray(images))[None], size=size, mode="trilinear",
@@ -104,7 +106,6 @@ def cache_cases(refs: list, cache_dir, config: PreprocessConfig = PreprocessConf
     parameters change; every file and the manifest are written atomically, so an interrupted run leaves
     a consistent cache.
     """
-    from tqdm.auto import tqdm
 
     root = Path(cache_dir) / config.key()
     manifest_path = root / "manifest.json"

@@ -8,12 +8,17 @@ checkpoints with an exact resume, and multi-GPU through ``torchrun`` + Distribut
 
 import math
 import os
+import random
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import torch
+from tqdm.auto import tqdm
 
+from .evaluation import evaluate
 from .fileio import atomic_path
 from .losses import segmentation_loss
 from .methods import Method
@@ -52,10 +57,6 @@ def resolve_device(device: str = "auto") -> torch.device:
 
 
 def set_seed(seed: int) -> None:
-    import random
-
-    import numpy as np
-
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
@@ -174,7 +175,6 @@ class Trainer:
         The schedule always spans ``config.steps``: a run paused with ``stop_at`` and resumed later is
         the same run as an uninterrupted one.
         """
-        from tqdm.auto import tqdm
 
         if resume:
             self.load_checkpoint(self.checkpoint_path)
@@ -216,7 +216,7 @@ class Trainer:
             self.step += 1
 
             row = {"step": self.step, "loss": loss.item(), **{k: v.item() for k, v in terms.items()},
-                   "lr": self.optimizer.param_groups[0]["lr"], "seconds": time.perf_counter() - started}
+                   "lr": self.lr, "seconds": time.perf_counter() - started}
             for hook in hooks:
                 if self.step % hook.every == 0:
                     row.update(hook.fn(self, self.step) or {})
@@ -233,11 +233,21 @@ class Trainer:
         self.save_checkpoint()
         return self.history_frame()
 
+    @property
+    def lr(self) -> float:
+        """The learning rate of the current step (after the schedule)."""
+        return self.optimizer.param_groups[0]["lr"]
+
+    @property
+    def first_unseen_sample(self) -> int:
+        """The index, in the training dataset, of the first sample this run never trains on (the stream of all
+        processes ends there): where a method's look-ahead batches (MetaKD's bi-level step) start."""
+        return self.config.steps * self.config.batch_size * self.world
+
     def validate(self) -> dict:
         """Mean Dice per region (``val_ET``, ``val_TC``, ``val_WT``, in [0, 1]) of the model on the validation
         volumes, over the combinations it is evaluated on, with sliding windows of the training crop: the
         validation curve that shows whether the step budget reached a plateau."""
-        from .evaluation import evaluate
 
         if not self.val_volumes:
             raise ValueError("validate_every needs validation volumes: give the Trainer val_volumes")
@@ -255,7 +265,6 @@ class Trainer:
                 parameter.grad /= self.world
 
     def history_frame(self):
-        import pandas as pd
 
         return pd.DataFrame(self.history)
 

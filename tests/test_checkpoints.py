@@ -226,7 +226,7 @@ def pd_concat_splits(name):
 @pytest.mark.heavy
 def test_the_baselines_reliance_is_reproduced(course_data):
     from mmkd_helpers.course import split_volumes
-    from mmkd_helpers.evaluation import feature_reliance
+    from mmkd_helpers.analysis import feature_reliance
 
     entry = ENTRIES["baseline"]
     model, _ = load_pretrained("baseline")

@@ -117,7 +117,7 @@ def test_feature_variation_by_hand():
     modality 1's is 5 both times (CV 0)."""
     from types import SimpleNamespace
 
-    from mmkd_helpers.evaluation import feature_variation
+    from mmkd_helpers.analysis import feature_variation
 
     class Fixed(torch.nn.Module):
         def __init__(self):
@@ -139,7 +139,7 @@ def test_feature_reliance_sees_a_pathway_the_decoder_uses_and_one_it_does_not():
     from dataclasses import replace
 
     from mmkd_helpers.dataset import PatchDataset
-    from mmkd_helpers.evaluation import feature_reliance
+    from mmkd_helpers.analysis import feature_reliance
     from mmkd_helpers.models import build_model
     from mmkd_helpers.training import TrainConfig, Trainer
     from test_training import toy_volumes

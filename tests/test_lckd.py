@@ -9,11 +9,12 @@ import pandas as pd
 import pytest
 import torch
 
+from mmkd_helpers.analysis import feature_distance
 from mmkd_helpers.constants import MODALITY_NAMES
 from mmkd_helpers.dataset import PatchDataset
 from mmkd_helpers.losses import cross_modal_kd_loss
 from mmkd_helpers.methods import METHODS, build_method
-from mmkd_helpers.methods.lckd import LCKD, elect, feature_distance, single_modality_dice, teacher_names
+from mmkd_helpers.methods.lckd import LCKD, elect, single_modality_dice, teacher_names
 from mmkd_helpers.models import ModelConfig, build_model
 from mmkd_helpers.training import TrainConfig, Trainer
 

@@ -8,10 +8,11 @@ import pytest
 import torch
 from torch.func import functional_call
 
+from mmkd_helpers.analysis import feature_generation_quality
 from mmkd_helpers.dataset import PatchDataset
 from mmkd_helpers.losses import normalise_iwv, weighted_kd_loss
 from mmkd_helpers.methods import build_method
-from mmkd_helpers.methods.metakd import MetaKD, feature_generation_quality, initial_iwv
+from mmkd_helpers.methods.metakd import MetaKD, initial_iwv
 from mmkd_helpers.models import ModelConfig, build_model
 from mmkd_helpers.training import TrainConfig, Trainer
 from test_training import toy_volumes

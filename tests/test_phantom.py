@@ -2,6 +2,7 @@
 per-modality information content measured on generated data behave like real BraTS."""
 
 import re
+import sys
 
 import numpy as np
 import pytest
@@ -175,13 +176,24 @@ def test_contrast_table_is_documented_and_exported():
     assert list(frame.columns) == list(MODALITY_NAMES) and list(frame.index) == list(phantom.CONTRAST_TABLE)
 
 
-def test_missing_nilearn_raises_a_clear_import_error(monkeypatch):
-    import importlib.util
+def test_the_shipped_templates_are_the_mni152_maps_and_need_no_nilearn():
+    """The phantom's anatomy comes from the templates shipped in the package, not from an installed nilearn."""
+    import hashlib
 
-    real = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "nilearn" else real(name, *a))
-    with pytest.raises(ImportError, match="nilearn"):
-        phantom._template_dir()
+    assert hashlib.sha256(phantom.TEMPLATES_FILE.read_bytes()).hexdigest() == "1641e30c6def913cc95599209660fee3438fbcd6c0ca93abb4ea4d6d997a5405"
+    assert (phantom.TEMPLATES_FILE.parent / "MNI152_LICENCE.txt").is_file()
+    maps = phantom._templates_1mm()
+    assert maps.shape == (3, 145, 181, 155) and maps.dtype == np.float32
+    brain, grey, white = maps
+    assert set(np.unique(brain)) == {0.0, 1.0} and grey.max() <= 1 and white.max() <= 1
+    assert not grey[brain == 0].any() and not white[brain == 0].any()
+    # cropped to the brain's bounding box: every face of the box touches the brain
+    for axis in range(3):
+        other = tuple(a for a in range(3) if a != axis)
+        assert brain.any(axis=other)[[0, -1]].all()
+    # a brain of about 1.1-1.9 litres at 1 mm
+    assert 1.1e6 < brain.sum() < 1.9e6
+    assert "nilearn" not in sys.modules
 
 
 def test_version_is_a_string():

@@ -22,10 +22,10 @@ modality is left out of every term of its sample, and a sample with fewer than t
 adds nothing to a pairwise term. Every MSE is the mean over elements, so the losses do not grow with the
 feature size (as in the draft and the MetaKD code).
 
-:func:`modality_gap` and :func:`linear_probe_accuracy` measure the gap these losses are meant to close.
+:func:`mmkd_helpers.analysis.modality_gap` and :func:`~mmkd_helpers.analysis.linear_probe_accuracy` measure the
+gap these losses are meant to close.
 """
 
-import numpy as np
 import torch
 
 from ..constants import MODALITIES
@@ -215,73 +215,3 @@ def pmix_mixture_loss(latents: torch.Tensor, weights: torch.Tensor, form: str = 
         per_sample = torch.where(present, mse, torch.zeros_like(mse)).sum(1) / count.clamp_min(1)
         keep = count >= 2
     return _masked_mean(per_sample, keep, latents)
-
-
-# -- measuring the gap -------------------------------------------------------------------------------------
-def modality_gap(latents: torch.Tensor, present=None, return_distances: bool = False):
-    """A modality-gap figure: mean pairwise centroid distance / mean within-modality spread.
-
-    The paper shows the gap only as t-SNE pictures (Fig. 1, 3); this is a number to put beside them. Every
-    (sample, position) of a present modality is one C-dimensional feature vector. Per modality: the
-    centroid over its vectors and the spread, the RMS distance of its vectors to that centroid. The gap is
-    the mean Euclidean distance between the centroids of all pairs of modalities that have data, divided
-    by the mean of their spreads: ≈ 0 for modalities drawn from one distribution, large for separated
-    clusters. A zero spread gives 0 if the centroids coincide and ∞ otherwise.
-
-    Returns the gap as a float, and with ``return_distances`` also the (M, M) numpy matrix of centroid
-    distances (NaN in the rows and columns of modalities with no present sample).
-    """
-    present = _present_mask(present, latents)
-    n, m, c = latents.shape[:3]
-    with torch.no_grad():
-        x = latents.detach().double().reshape(n, m, c, -1)
-        centroids, spreads, used = {}, {}, []
-        for j in range(m):
-            if not present[:, j].any():
-                continue
-            vectors = x[present[:, j], j].transpose(1, 2).reshape(-1, c)  # (samples · positions, C)
-            centroids[j] = vectors.mean(0)
-            spreads[j] = (vectors - centroids[j]).pow(2).sum(1).mean().sqrt().item()
-            used.append(j)
-    assert len(used) >= 2, f"the gap needs at least two modalities with a present sample, got {len(used)}"
-    distances = np.full((m, m), np.nan)
-    pair_distances = []
-    for a in used:
-        for b in used:
-            distances[a, b] = (centroids[a] - centroids[b]).norm().item()
-            if a < b:
-                pair_distances.append(distances[a, b])
-    mean_distance = float(np.mean(pair_distances))
-    mean_spread = float(np.mean([spreads[j] for j in used]))
-    if mean_spread == 0:
-        gap = 0.0 if mean_distance == 0 else float("inf")
-    else:
-        gap = mean_distance / mean_spread
-    return (gap, distances) if return_distances else gap
-
-
-def linear_probe_accuracy(features, labels, seed: int = 0, test_size: float = 0.3) -> float:
-    """Held-out accuracy of a logistic-regression probe predicting the modality from a feature vector.
-
-    ``features`` (n, d), ``labels`` (n,) modality indices. A stratified train/test split (``test_size``,
-    ``seed``), features standardised on the training part, then scikit-learn's LogisticRegression. Chance
-    is 1 / (number of modalities): a well-aligned latent space should be near it, a gapped one near 1.
-    """
-    # imported here: the losses above are used in training loops that have no use for scikit-learn
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.model_selection import train_test_split
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-
-    features, labels = np.asarray(features), np.asarray(labels)
-    assert features.ndim == 2, f"features must be (n, d), got shape {features.shape}"
-    assert labels.shape == (features.shape[0],), \
-        f"labels must be (n,) = ({features.shape[0]},), got shape {labels.shape}"
-    _, counts = np.unique(labels, return_counts=True)
-    assert len(counts) >= 2 and counts.min() >= 2, \
-        f"a stratified split needs at least two classes with at least two samples each, got counts {counts.tolist()}"
-    x_train, x_test, y_train, y_test = train_test_split(
-        features, labels, test_size=test_size, random_state=seed, stratify=labels)
-    probe = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000))
-    probe.fit(x_train, y_train)
-    return float(probe.score(x_test, y_test))

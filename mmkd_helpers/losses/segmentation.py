@@ -2,6 +2,7 @@
 
 import numpy as np
 import torch
+from monai.losses import DiceCELoss, DiceLoss
 
 from ..constants import CLASS_LABELS, REGIONS
 
@@ -40,7 +41,6 @@ def protokd_code_loss():
     class the weight 0 and the code a 0/0 = NaN cross-entropy; here it falls back to the unweighted one.
     Returns ``loss(logits, label)`` taking the BraTS label map.
     """
-    from monai.losses import DiceLoss
 
     dice = DiceLoss(softmax=True, to_onehot_y=True, include_background=True, squared_pred=True, batch=True,
                     smooth_nr=1e-5, smooth_dr=1e-5)
@@ -67,7 +67,6 @@ def segmentation_loss(head: str = "regions", form: str = "dice_ce"):
     softmax (RFNet, and the course's ProtoKD networks); ``form="protokd_code"`` is the ProtoKD code's
     variant instead (:func:`protokd_code_loss`). Returns ``loss(logits, label)`` taking the BraTS label map.
     """
-    from monai.losses import DiceCELoss, DiceLoss
 
     if form not in SEG_LOSS_FORMS:
         raise ValueError(f"unknown segmentation loss form {form!r}; choose from {SEG_LOSS_FORMS}")

@@ -5,6 +5,11 @@ already weighted terms from the model's output (per-modality features, present m
 hooks every N steps (teacher election, meta steps) that update its state, and may own parameters that
 the engine's optimiser trains with the model's. Its state is saved in every
 checkpoint, so a resumed run continues exactly.
+
+What a method may use of the engine (the :class:`~mmkd_helpers.training.Trainer` its hooks receive):
+``model``, ``device``, ``dataset`` (the training patches, with its ``roi_size``), ``val_volumes`` (held-out
+cases for elections and meta steps), ``config.batch_size``, ``lr`` and ``first_unseen_sample``. Anything else of
+the trainer is the engine's own and may change.
 """
 
 from dataclasses import dataclass

@@ -16,11 +16,14 @@ import copy
 from collections import Counter
 
 import numpy as np
+import pandas as pd
 import torch
 
 from ..constants import CLASS_LABELS, MODALITY_NAMES, REGION_NAMES, REGIONS
+from ..evaluation import logits_to_label, predict_combinations, region_dice, region_masks
 from ..losses.lckd import TEACH_MODES, cross_modal_kd_loss
 from .base import Hook, Method
+
 
 DICE_KINDS = ("hard", "soft")
 PHI_KINDS = ("unique", "most_frequent")
@@ -43,7 +46,6 @@ def region_probabilities(logits: torch.Tensor, head: str = "regions") -> torch.T
 def soft_region_dice(probabilities: torch.Tensor, label) -> np.ndarray:
     """Soft Dice per region (ET, TC, WT): 2 sum(p y) / (sum(p) + sum(y) + 1), the LCKD code's election
     score: probabilities, no threshold, smoothing 1 in the denominator only."""
-    from ..evaluation import region_masks
 
     truth = torch.from_numpy(region_masks(label)).float().flatten(1)
     probs = probabilities.float().flatten(1)
@@ -66,9 +68,6 @@ def single_modality_dice(model, volumes, roi_size, overlap: float = 1 / 3, dice:
     Both are **averaged** over cases (Eq. 1 and the code sum them; the argmax is the same, the mean
     reads as a Dice). Returns a DataFrame, index = regions (ET, TC, WT), columns = modality names.
     """
-    import pandas as pd
-
-    from ..evaluation import logits_to_label, predict_combinations, region_dice
 
     if dice not in DICE_KINDS:
         raise ValueError(f"dice must be one of {DICE_KINDS}, got {dice!r}")
@@ -118,58 +117,6 @@ def elect(dice_table, phi: str = "unique"):
 def teacher_names(teachers) -> str:
     """``[0, 2]`` -> ``"FLAIR,T1ce"``."""
     return ",".join(MODALITY_NAMES[t] for t in teachers)
-
-
-# -- feature distance, for "before and after distillation" figures ------------------------------------------
-def _patches(data, roi_size, n_patches: int, seed: int) -> torch.Tensor:
-    """A (N, M, *roi) tensor: ``data`` itself if it is a tensor, else patches centred on tumour voxels
-    drawn from a list of volumes (``(images, label)`` or ``(case_id, images, label)``), no augmentation."""
-    if torch.is_tensor(data):
-        return data
-    from ..dataset import PatchDataset
-
-    if roi_size is None:
-        raise ValueError("roi_size is needed to draw patches from volumes")
-    volumes = [v[-2:] for v in data]
-    dataset = PatchDataset(volumes, roi_size, fg_prob=1.0, flip=False, intensity=0.0, drop_policy="none", seed=seed)
-    return torch.stack([dataset[i]["image"] for i in range(n_patches)])
-
-
-@torch.no_grad()
-def feature_distance(model, data, teachers, roi_size=None, n_patches: int = 8, seed: int = 0, batch_size: int = 4):
-    """How far each modality's bottleneck feature is from each teacher's, with all modalities given.
-
-    ``data``: a (N, M, *roi) tensor of patches, or a list of volumes from which ``n_patches`` patches of
-    ``roi_size`` are drawn (centred on tumour voxels, seeded). Returns a DataFrame with one row per
-    (teacher, other modality): ``l1`` = the Eq. 4 pair term with p=1 (mean |f_t - f_s|), ``mse`` = the
-    pair term with p=2 (mean (f_t - f_s)^2), ``cosine`` = cosine similarity of the flattened features,
-    averaged over patches. LCKD (Wang et al., MICCAI 2023) Eq. 4 should shrink ``l1`` for the students --
-    but it can also do so by shrinking every feature, so ``relative_l1`` divides ``l1`` by the features'
-    mean magnitude (mean |f_t| and mean |f_s|, averaged): a change of scale leaves it, and ``cosine``, alone.
-    """
-    import pandas as pd
-
-    images = _patches(data, roi_size, n_patches, seed)
-    device = next(model.parameters()).device
-    was_training = model.training
-    model.eval()
-    features = torch.cat([model(chunk.to(device)).bottleneck.float().cpu() for chunk in images.split(batch_size)])
-    model.train(was_training)
-    n, m = features.shape[:2]
-    rows = []
-    for t in teachers:
-        for s in range(m):
-            if s == t:
-                continue
-            pair = torch.zeros(n, m, dtype=torch.bool)
-            pair[:, [t, s]] = True
-            cosine = torch.nn.functional.cosine_similarity(features[:, t].flatten(1), features[:, s].flatten(1), dim=1)
-            l1 = cross_modal_kd_loss(features, pair, [t], p=1).item()
-            scale = 0.5 * (features[:, t].abs().mean() + features[:, s].abs().mean()).item()
-            rows.append({"teacher": MODALITY_NAMES[t], "student": MODALITY_NAMES[s], "l1": l1,
-                         "mse": cross_modal_kd_loss(features, pair, [t], p=2).item(),
-                         "relative_l1": l1 / scale if scale > 0 else 0.0, "cosine": cosine.mean().item()})
-    return pd.DataFrame(rows)
 
 
 # -- the method -----------------------------------------------------------------------------------------------

@@ -37,7 +37,6 @@ normalised IWV (Eq. 4, outer problem). Two ways of learning w are offered:
 Inference never uses w (as in the code): the IWV shapes the model only through the distillation weights.
 """
 
-import itertools
 import time
 
 import numpy as np
@@ -48,7 +47,6 @@ from torch.utils.data import default_collate
 from ..constants import MODALITY_NAMES, NUM_MODALITIES
 from ..dataset import PatchDataset
 from ..losses.metakd import IWV_NORMALISATIONS, normalise_iwv, weighted_kd_loss
-from ..models import fill_missing
 from .base import Hook, Method
 
 META_SCHEMES = ("alternating", "bilevel")
@@ -220,7 +218,7 @@ class MetaKD(Method):
     def next_lookahead_batch(self, trainer) -> dict:
         """A training batch the network never trains on: indices past the end of the training stream."""
         size = trainer.config.batch_size
-        start = trainer.config.steps * size * trainer.world + self.lookahead_index
+        start = trainer.first_unseen_sample + self.lookahead_index
         self.lookahead_index += size
         return collate(trainer.dataset, start, size, trainer.device)
 
@@ -249,7 +247,7 @@ class MetaKD(Method):
         seg_grads = torch.autograd.grad(seg, list(params.values()), retain_graph=True)
         kd_grads = torch.autograd.grad(kd, list(params.values()), create_graph=True, allow_unused=True,
                                        materialize_grads=True)  # the decoder does not reach the bottleneck
-        lr = trainer.optimizer.param_groups[0]["lr"]
+        lr = trainer.lr
         lookahead = {name: theta.detach() - lr * (g_seg + g_kd)
                      for (name, theta), g_seg, g_kd in zip(params.items(), seg_grads, kd_grads)}
         loss = self.meta_loss(trainer, lookahead)
@@ -267,41 +265,3 @@ class MetaKD(Method):
         self.meta_optimizer.load_state_dict(state["optimizer"])
         self.meta_index, self.lookahead_index = state["meta_index"], state["lookahead_index"]
         self.log = [dict(entry) for entry in state["log"]]
-
-
-def feature_generation_quality(model, images: torch.Tensor, missing=None, per_subset: bool = False):
-    """MetaKD Fig. 6: how close the generated feature of a missing modality (Eq. 2, the mean of the
-    available ones) is to the feature the modality really has.
-
-    ``images`` (N, M, *spatial) with all modalities present. ``missing``: the subsets to drop, each a
-    tuple of modality names or indices (the paper: ``("T1ce",)``, ``("T1ce", "T2")``,
-    ``("T1", "T1ce", "T2")``); default every subset of 1 to M−1 modalities. For each subset and each
-    missing modality, per sample: the L2 distance ‖f̂ − f‖₂ and the cosine similarity between the
-    generated and the true bottleneck feature (flattened over channels and space).
-
-    Returns a DataFrame with columns ``n_missing, l2, cosine``: means over samples, the missing modalities
-    of a subset, and the subsets with that many missing. ``per_subset=True`` gives one row per subset
-    instead, named in a ``missing`` column.
-    """
-    import pandas as pd
-
-    n, m = images.shape[:2]
-    everything = torch.ones(n, m, dtype=torch.bool, device=images.device)
-    with torch.no_grad():
-        # The encoder sees each modality alone, so the features of the available modalities are the same
-        # whichever others are missing: one pass with all modalities serves every subset.
-        true = model.encode(images, everything)[-1].float()
-    if missing is None:
-        missing = [s for k in range(1, m) for s in itertools.combinations(range(m), k)]
-    rows = []
-    for subset in missing:
-        dropped = [MODALITY_NAMES.index(i) if isinstance(i, str) else int(i) for i in subset]
-        present = everything.clone()
-        present[:, dropped] = False
-        generated = fill_missing(true, present)
-        pairs = [(generated[:, i].flatten(1), true[:, i].flatten(1)) for i in dropped]
-        rows.append({"missing": "+".join(MODALITY_NAMES[i] for i in dropped), "n_missing": len(dropped),
-                     "l2": torch.stack([(g - f).norm(dim=1) for g, f in pairs]).mean().item(),
-                     "cosine": torch.stack([torch.cosine_similarity(g, f, dim=1) for g, f in pairs]).mean().item()})
-    table = pd.DataFrame(rows)
-    return table if per_subset else table.groupby("n_missing", as_index=False)[["l2", "cosine"]].mean()

@@ -8,6 +8,11 @@ from. The combinations use the package's names (e.g. "FLAIR+T1ce").
 
 from pathlib import Path
 
+import pandas as pd
+
+from ..evaluation import dice_table
+
+
 HERE = Path(__file__).parent
 
 SOURCES = {
@@ -40,7 +45,6 @@ SOURCES = {
 
 def paper_results(name: str):
     """The long DataFrame of a published table, with its source in ``.attrs["source"]``."""
-    import pandas as pd
 
     if name not in SOURCES:
         raise KeyError(f"no published table {name!r}; available: {', '.join(SOURCES)}")
@@ -52,7 +56,6 @@ def paper_results(name: str):
 def paper_dice_table(name: str, methods=None, label: str = "paper: "):
     """A published table in the shape of :func:`mmkd_helpers.evaluation.dice_table` (values already in %),
     method names prefixed with ``label`` so that they can never be mistaken for ours."""
-    from ..evaluation import dice_table
 
     table = paper_results(name)
     methods = methods or list(dict.fromkeys(table["method"]))
