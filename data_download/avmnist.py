@@ -23,7 +23,7 @@ import json
 import re
 from pathlib import Path
 
-from mmkd_helpers.fileio import atomic_path
+from mmkd_helpers.fileio import atomic_path, file_lock
 
 from .archive import safe_extract
 from .fetch import DownloadError, download, hash_file
@@ -77,15 +77,18 @@ def fetch_fsdd(dest, url=FSDD_URL, subdir=FSDD_SUBDIR, manifest=FSDD_MANIFEST, p
                **download_options) -> Path:
     """FSDD recordings into ``dest/fsdd/recordings``, each checked against ``manifest``; returns that folder."""
     folder = Path(dest) / "fsdd" / "recordings"
-    if folder.is_dir():
-        check_recordings(folder, manifest)
-        return folder
-    archive = download(url, folder.parent / Path(url).name, progress=progress, **download_options)
-    try:
-        safe_extract(archive, folder, subdir=subdir, check=lambda tmp: check_recordings(tmp, manifest),
-                     progress=progress)
-    finally:
-        archive.unlink()  # unverifiable by itself: never reuse it
+    # One extraction at a time: the archive is deleted after it, so a second one would find it gone.
+    with file_lock(folder.with_name("recordings.lock"),
+                   waiting=f"{folder}: another process is fetching it; waiting for it to finish"):
+        if folder.is_dir():
+            check_recordings(folder, manifest)
+            return folder
+        archive = download(url, folder.parent / Path(url).name, progress=progress, **download_options)
+        try:
+            safe_extract(archive, folder, subdir=subdir, check=lambda tmp: check_recordings(tmp, manifest),
+                         progress=progress)
+        finally:
+            archive.unlink()  # unverifiable by itself: never reuse it
     return folder
 
 

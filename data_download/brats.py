@@ -7,7 +7,6 @@ first one.
 """
 
 import sys
-from pathlib import Path
 
 INSTRUCTIONS = """\
 BraTS {years}: the data needs a (free) registration, so it cannot be downloaded for you.

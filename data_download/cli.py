@@ -1,7 +1,9 @@
 """The one entry point: ``python -m data_download <command>`` (``mmkd download <command>`` calls :func:`main`).
 
-Every command prints where its result is and how to point the course at it. Errors are one
-message on stderr and a non-zero exit code, never a traceback.
+Every command prints where its result is and how to point the course at it. Errors are one line on
+stderr, ``python -m data_download: error: <URL or file>: <what is wrong>``, never a traceback: exit code 1
+when getting or checking the data failed, 2 when the local disk or folder is the problem (full,
+read-only, not writable), as for a wrong option.
 """
 
 import argparse
@@ -13,10 +15,10 @@ from mmkd_helpers.paths import DATA_DIR_ENV, default_data_dir
 from .fetch import DownloadError
 
 
-def _parser() -> argparse.ArgumentParser:
+def _parser(prog: str) -> argparse.ArgumentParser:
     root = default_data_dir()
     parser = argparse.ArgumentParser(
-        prog="python -m data_download",
+        prog=prog,
         description=f"Download, verify and prepare the course's datasets. Data folder: ${DATA_DIR_ENV} if set, "
                     f"else ~/.cache/mmkd (now: {root}).")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -41,8 +43,10 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv=None) -> int:
-    args = _parser().parse_args(argv)
+def main(argv=None, prog: str = "python -m data_download") -> int:
+    """``prog``: the name errors and ``--help`` give the command (``mmkd download`` when called from there)."""
+    parser = _parser(prog)
+    args = parser.parse_args(argv)
     progress = not args.quiet
     try:
         if args.command == "msd":
@@ -70,12 +74,22 @@ def main(argv=None) -> int:
             if args.build or args.source is not None:
                 _point_at(avmnist.build(args.source or args.dest, args.dest / "paired"), segmentation=False)
     except DownloadError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"{parser.prog}: error: {exc}", file=sys.stderr)
         return 1
+    except OSError as exc:
+        print(f"{parser.prog}: error: {_describe(exc)}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("interrupted: run the same command again to resume", file=sys.stderr)
         return 130
     return 0
+
+
+def _describe(error: OSError) -> str:
+    """``<file>: <what is wrong>``, without Python's ``[Errno 13]`` and quotes."""
+    if error.filename is None or not error.strerror:
+        return str(error)
+    return f"{error.filename}: {error.strerror}"
 
 
 def _point_at(folder, segmentation=True) -> None:

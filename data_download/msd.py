@@ -10,6 +10,8 @@ the files.
 import json
 from pathlib import Path, PurePosixPath
 
+from mmkd_helpers.fileio import file_lock
+
 from .archive import safe_extract
 from .fetch import DownloadError, ensure_free_space, download
 
@@ -58,17 +60,21 @@ def fetch(dest, *, url=URL, size=SIZE, md5=MD5, keep_archive=False, force=False,
     """
     dest = Path(dest)
     folder = dest / NAME
-    if folder.is_dir() and not force:
-        try:
-            count = len(training_files(folder))
-        except DownloadError as exc:
-            raise DownloadError(f"{exc}; run with --force to fetch and extract it again") from None
-        print(f"{folder} already exists ({count} training cases); --force to fetch it again")
+    # A second fetch waits for the first to finish (the first deletes the archive after extracting it), then
+    # finds the folder in place.
+    with file_lock(dest / f"{NAME}.lock", waiting=f"{folder}: another process is fetching it; waiting for it "
+                                                   "to finish"):
+        if folder.is_dir() and not force:
+            try:
+                count = len(training_files(folder))
+            except DownloadError as exc:
+                raise DownloadError(f"{exc}; run with --force to fetch and extract it again") from None
+            print(f"{folder} already exists ({count} training cases); --force to fetch it again")
+            return folder
+        archive = download(url, dest / f"{NAME}.tar", size=size, md5=md5, progress=progress, **download_options)
+        ensure_free_space(dest, archive.stat().st_size, f"extracting {archive.name}")
+        safe_extract(archive, folder, subdir=NAME, check=training_files, progress=progress)
+        if not keep_archive:
+            archive.unlink()
+        print(f"MSD {NAME}: {len(training_files(folder))} labelled cases in {folder}")
         return folder
-    archive = download(url, dest / f"{NAME}.tar", size=size, md5=md5, progress=progress, **download_options)
-    ensure_free_space(dest, archive.stat().st_size, f"extracting {archive.name}")
-    safe_extract(archive, folder, subdir=NAME, check=training_files, progress=progress)
-    if not keep_archive:
-        archive.unlink()
-    print(f"MSD {NAME}: {len(training_files(folder))} labelled cases in {folder}")
-    return folder

@@ -16,7 +16,7 @@ import torch
 from .data import find_cases
 from .dataset import PatchDataset
 from .evaluation import OVERLAP
-from .fileio import atomic_write_text
+from .fileio import atomic_path, file_lock
 from .models import ModelConfig, build_model
 from .paths import default_data_dir
 from .phantom import PHANTOM_VERSION, generate_dataset
@@ -105,15 +105,21 @@ def phantom_dir(config: CourseConfig, root=None) -> Path:
 
 
 def ensure_phantom(config: CourseConfig, root=None) -> Path:
-    """Generate the phantom data set of ``config`` unless it is already there; returns its folder."""
+    """Generate the phantom data set of ``config`` unless it is already there; returns its folder.
+
+    The folder appears complete or not at all; a second process asking meanwhile waits for it."""
 
     folder = phantom_dir(config, root)
     marker = folder / "phantom.json"
-    if not marker.exists():
-        generate_dataset(folder, config.phantom_cases, size=config.phantom_size, seed=config.phantom_seed)
-
-        atomic_write_text(marker, json.dumps({"n": config.phantom_cases, "size": config.phantom_size,
-                                              "seed": config.phantom_seed}))
+    if marker.exists():
+        return folder
+    with file_lock(folder.with_name(folder.name + ".lock"),
+                   waiting=f"{folder}: another process is generating it; waiting for it to finish"):
+        if not marker.exists():  # unless the process we waited for generated it
+            with atomic_path(folder) as tmp:
+                generate_dataset(tmp, config.phantom_cases, size=config.phantom_size, seed=config.phantom_seed)
+                (tmp / marker.name).write_text(json.dumps({"n": config.phantom_cases, "size": config.phantom_size,
+                                                           "seed": config.phantom_seed}))
     return folder
 
 

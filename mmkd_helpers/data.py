@@ -12,7 +12,7 @@ Every problem raises :class:`DataError` with a message that names the file and s
 """
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import nibabel as nib
@@ -195,3 +195,30 @@ def read_case(ref: CaseRef) -> Case:
             raise DataError(f"{ref.label_path}: label values are not integers")
         label = _check_label(np.asarray(data).astype(np.int64), ref.label_path, mapping)
     return Case(ref.case_id, images, label, np.asarray(affine, dtype=np.float64))
+
+
+def available_modalities(ref: CaseRef) -> tuple:
+    """Present-mask over (FLAIR, T1, T1ce, T2) of the modality files a case has: a BraTS folder may lack some (a
+    patient scanned without T1ce); an MSD 4D image holds all four."""
+    if ref.layout == "msd":
+        return (True,) * len(MODALITIES)
+    return tuple(Path(path).exists() for path in ref.image_paths)
+
+
+def read_available(ref: CaseRef, keep=None) -> tuple:
+    """(case, present-mask) of a case read with whichever modality files it has, each checked as by
+    :func:`read_case`; a missing modality's channel is zeros, which is how the models are given a missing modality.
+    ``keep`` (a present-mask) reads only those of the available modalities, as if the others had not been acquired."""
+    wanted = (True,) * len(MODALITIES) if keep is None else tuple(bool(k) for k in keep)
+    present = tuple(have and want for have, want in zip(available_modalities(ref), wanted))
+    if not any(present):
+        raise DataError(f"{Path(ref.image_paths[0]).parent}: case {ref.case_id} has none of the modality files "
+                        f"{', '.join(m for m, want in zip(MODALITIES, wanted) if want)}")
+    if ref.layout == "msd" or all(present):
+        case = read_case(ref)
+        case.images[~np.array(present)] = 0
+        return case, present
+    partial = read_case(replace(ref, image_paths=tuple(p for p, read in zip(ref.image_paths, present) if read)))
+    images = np.zeros((len(MODALITIES), *partial.images.shape[1:]), dtype=np.float32)
+    images[np.array(present)] = partial.images
+    return Case(ref.case_id, images, partial.label, partial.affine), present

@@ -66,8 +66,10 @@ class PatchDataset(torch.utils.data.Dataset):
     def __init__(self, volumes, roi_size=(48, 48, 48), fg_prob: float = 0.5, flip: bool = True,
                  intensity: float = 0.1, drop_policy: str = "uniform15", seed: int = 0, length: int = 10**9,
                  full_modality_samples: int = 0):
-        assert volumes, "PatchDataset needs at least one volume"
-        assert all(label is not None for _, label in volumes), "training volumes need label maps"
+        if not volumes:
+            raise ValueError("PatchDataset needs at least one volume")
+        if any(label is None for _, label in volumes):
+            raise ValueError("training volumes need label maps")
         sample_present(np.random.default_rng(0), drop_policy)  # fail early on a bad policy name
         self.volumes = volumes
         self.roi_size = tuple(roi_size)

@@ -43,10 +43,13 @@ official ProtoKD backbone is a 9.4 M-parameter VNet; the course keeps one UNet f
 for all four papers so that their tables share a backbone size.
 """
 
+import pickle
+import zipfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
+from monai.networks.blocks import UnetBasicBlock
 from torch import nn
 
 from .constants import CLASS_LABELS, MODALITIES, NUM_MODALITIES, REGIONS
@@ -85,18 +88,23 @@ class ModelConfig:
                                  f"decoder's input, not a skip), got {self.skip_levels}")
         if not 0 <= self.skip_dropout < 1:
             raise ValueError(f"skip_dropout must be in [0, 1), got {self.skip_dropout}")
-        assert self.head in HEADS, f"head must be one of {list(HEADS)}, got {self.head!r}"
-        assert self.fill_skips in ("zero", "mean"), f"fill_skips must be 'zero' or 'mean', got {self.fill_skips!r}"
-        assert self.fusion in FUSIONS, f"fusion must be one of {FUSIONS}, got {self.fusion!r}"
-        assert self.latent in LATENTS, f"latent must be one of {LATENTS}, got {self.latent!r}"
-        assert self.stem in STEMS, f"stem must be one of {STEMS}, got {self.stem!r}"
-        assert (self.latent == "deterministic" and self.stem == "shared") or self.fusion == "shared", \
-            "a gaussian latent or per-modality stems need per-modality latents: fusion='shared'"
-        assert -self.depth <= self.latent_level < self.depth, \
-            f"latent_level must index one of the {self.depth} encoder levels, got {self.latent_level}"
-        assert self.input_modalities and set(self.input_modalities) <= set(MODALITIES[:self.num_modalities]), \
-            f"input_modalities must be a non-empty subset of {MODALITIES[:self.num_modalities]}, got {self.input_modalities}"
-        assert self.spatial_dims in (2, 3) and self.depth >= 2 and self.base_channels >= 1
+        for name, allowed in (("head", tuple(HEADS)), ("fill_skips", ("zero", "mean")), ("fusion", FUSIONS),
+                              ("latent", LATENTS), ("stem", STEMS)):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
+        if (self.latent != "deterministic" or self.stem != "shared") and self.fusion != "shared":
+            raise ValueError("a gaussian latent or per-modality stems need per-modality latents: fusion='shared'")
+        if not -self.depth <= self.latent_level < self.depth:
+            raise ValueError(f"latent_level must index one of the {self.depth} encoder levels, got {self.latent_level}")
+        available = MODALITIES[:self.num_modalities]
+        if not self.input_modalities or not set(self.input_modalities) <= set(available):
+            raise ValueError(f"input_modalities must be a non-empty subset of {available}, got {self.input_modalities}")
+        if self.fusion == "shared" and set(self.input_modalities) != set(available):
+            raise ValueError(f"input_modalities {self.input_modalities} needs fusion='early': the shared-encoder "
+                             f"model takes all {self.num_modalities} modalities, any of them missing at a time")
+        if self.spatial_dims not in (2, 3) or self.depth < 2 or self.base_channels < 1:
+            raise ValueError(f"spatial_dims must be 2 or 3, depth at least 2 and base_channels at least 1, got "
+                             f"{self.spatial_dims}, {self.depth} and {self.base_channels}")
 
     @property
     def skips(self) -> tuple:
@@ -130,20 +138,31 @@ class ModelOutput:
         return self.features[-1]
 
 
-def conv_block(spatial_dims: int, in_channels: int, out_channels: int, stride: int = 1,
-               groups: int = 1) -> nn.Sequential:
-    """Two 3^d convolutions, each followed by InstanceNorm and LeakyReLU(0.01), as in the LCKD code.
+class ConvBlock(UnetBasicBlock):
+    """MONAI's ``UnetBasicBlock`` as the LCKD code builds its blocks: two 3^d convolutions without bias, each
+    followed by affine InstanceNorm and LeakyReLU(0.01).
 
-    ``groups`` > 1 makes it that many independent blocks side by side (grouped convolutions; instance norm
-    is per channel anyway): the per-modality stem."""
-    conv = (nn.Conv2d, nn.Conv3d)[spatial_dims - 2]
-    norm = (nn.InstanceNorm2d, nn.InstanceNorm3d)[spatial_dims - 2]
-    return nn.Sequential(
-        conv(in_channels, out_channels, 3, stride=stride, padding=1, bias=False, groups=groups),
-        norm(out_channels, affine=True), nn.LeakyReLU(0.01, inplace=True),
-        conv(out_channels, out_channels, 3, padding=1, bias=False, groups=groups),
-        norm(out_channels, affine=True), nn.LeakyReLU(0.01, inplace=True),
-    )
+    ``groups`` > 1 makes it that many independent blocks side by side (grouped convolutions; instance norm is per
+    channel anyway): the per-modality stem. Checkpoints written before the course used MONAI's block (an
+    ``nn.Sequential`` with keys ``0``, ``1``, ``3``, ``4``) load unchanged: the same weights, in the same order."""
+
+    LEGACY_KEYS = {"0.weight": "conv1.conv.weight", "1.weight": "norm1.weight", "1.bias": "norm1.bias",
+                   "3.weight": "conv2.conv.weight", "4.weight": "norm2.weight", "4.bias": "norm2.bias"}
+
+    def __init__(self, spatial_dims: int, in_channels: int, out_channels: int, stride: int = 1, groups: int = 1):
+        super().__init__(spatial_dims, in_channels, out_channels, kernel_size=3, stride=stride,
+                         norm_name=("instance", {"affine": True}),
+                         act_name=("leakyrelu", {"negative_slope": 0.01, "inplace": True}))
+        if groups > 1:  # MONAI's factory takes no groups: the same convolutions, grouped
+            conv = (nn.Conv2d, nn.Conv3d)[spatial_dims - 2]
+            self.conv1.conv = conv(in_channels, out_channels, 3, stride=stride, padding=1, bias=False, groups=groups)
+            self.conv2.conv = conv(out_channels, out_channels, 3, padding=1, bias=False, groups=groups)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        for old, new in self.LEGACY_KEYS.items():
+            if prefix + old in state_dict:
+                state_dict[prefix + new] = state_dict.pop(prefix + old)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
 
 def fill_missing(features: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
@@ -152,7 +171,8 @@ def fill_missing(features: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
     ``features`` (N, M, C, *spatial), ``present`` (N, M) bool. The mean is not detached, as in the
     official code: the decoder's gradient reaches the present modalities through the generated features.
     """
-    assert present.any(dim=1).all(), "every sample needs at least one present modality"
+    if not present.any(dim=1).all():
+        raise ValueError("every sample needs at least one present modality")
     weight = present.to(features.dtype).view(*present.shape, *([1] * (features.dim() - 2)))
     mean = (features * weight).sum(dim=1, keepdim=True) / weight.sum(dim=1, keepdim=True)
     return torch.where(weight.bool(), features, mean)
@@ -174,11 +194,11 @@ def unet_layers(config: ModelConfig, in_channels: int, streams: int):
     the shared-encoder model, 1 stream of the stacked modalities for early fusion."""
     d, ch = config.spatial_dims, config.channels
     encoder = nn.ModuleList(
-        [conv_block(d, in_channels, ch[0])] + [conv_block(d, ch[i - 1], ch[i], stride=2) for i in range(1, len(ch))])
+        [ConvBlock(d, in_channels, ch[0])] + [ConvBlock(d, ch[i - 1], ch[i], stride=2) for i in range(1, len(ch))])
     up = (nn.ConvTranspose2d, nn.ConvTranspose3d)[d - 2]
     upsample = nn.ModuleList(  # only the bottleneck arrives as concatenated streams; deeper decoder outputs are one
         [up(streams * ch[i + 1] if i == len(ch) - 2 else ch[i + 1], ch[i], 2, stride=2) for i in range(len(ch) - 1)])
-    decoder = nn.ModuleList([conv_block(d, ch[i] + (streams * ch[i] if i in config.skips else 0), ch[i])
+    decoder = nn.ModuleList([ConvBlock(d, ch[i] + (streams * ch[i] if i in config.skips else 0), ch[i])
                              for i in range(len(ch) - 1)])
     head = (nn.Conv2d, nn.Conv3d)[d - 2](ch[0], config.out_channels, 1)
     return encoder, upsample, decoder, head
@@ -193,7 +213,7 @@ class SharedEncoderUNet(nn.Module):
         self.encoder, self.upsample, self.decoder, self.head = unet_layers(config, 1, config.num_modalities)
         m, c0 = config.num_modalities, config.channels[0]
         if config.stem == "per_modality":
-            self.encoder[0] = conv_block(config.spatial_dims, m, m * c0, groups=m)
+            self.encoder[0] = ConvBlock(config.spatial_dims, m, m * c0, groups=m)
         self.latent_level = config.latent_level % config.depth
         if config.latent == "gaussian":
             conv = (nn.Conv2d, nn.Conv3d)[config.spatial_dims - 2]
@@ -211,7 +231,8 @@ class SharedEncoderUNet(nn.Module):
         sample in training and μ in evaluation."""
 
         n, m = image.shape[:2]
-        assert m == self.config.num_modalities, f"expected {self.config.num_modalities} modalities, got {m}"
+        if m != self.config.num_modalities:
+            raise ValueError(f"expected {self.config.num_modalities} modalities, got {m}")
         x = image * present.to(image.dtype).view(n, m, *([1] * (image.dim() - 2)))
         x = x.reshape(n * m, 1, *image.shape[2:])
         features, mean, logvar = [], None, None
@@ -253,7 +274,8 @@ class SharedEncoderUNet(nn.Module):
             present = torch.ones(image.shape[:2], dtype=torch.bool, device=image.device)
         present = present.to(image.device).bool()
         size = 2 ** (self.config.depth - 1)
-        assert all(s % size == 0 for s in image.shape[2:]), f"spatial size {tuple(image.shape[2:])} must divide by {size}"
+        if any(s % size for s in image.shape[2:]):
+            raise ValueError(f"spatial size {tuple(image.shape[2:])} must divide by {size}")
         features, mean, logvar = self.encode_with_latent(image, present)
         fused = fill_missing(features[-1], present)
         if bottleneck_scale is not None:
@@ -295,7 +317,8 @@ class EarlyFusionUNet(nn.Module):
 
     def __init__(self, config: ModelConfig):
         super().__init__()
-        assert config.fusion == "early", "EarlyFusionUNet needs ModelConfig(fusion='early')"
+        if config.fusion != "early":
+            raise ValueError("EarlyFusionUNet needs ModelConfig(fusion='early')")
         self.config = config
         self.channel_index = [MODALITIES.index(m) for m in config.input_modalities]
         self.encoder, self.upsample, self.decoder, self.head = unet_layers(config, len(self.channel_index), 1)
@@ -303,14 +326,18 @@ class EarlyFusionUNet(nn.Module):
     def forward(self, image: torch.Tensor, present: torch.Tensor | None = None,
                 bottleneck_scale: torch.Tensor | None = None) -> ModelOutput:
         n, m = image.shape[:2]
-        assert m == self.config.num_modalities, f"expected {self.config.num_modalities} modalities, got {m}"
-        assert bottleneck_scale is None, "early fusion has one bottleneck stream: nothing to scale per modality"
+        if m != self.config.num_modalities:
+            raise ValueError(f"expected {self.config.num_modalities} modalities, got {m}")
+        if bottleneck_scale is not None:
+            raise ValueError("early fusion has one bottleneck stream: nothing to scale per modality")
         size = 2 ** (self.config.depth - 1)
-        assert all(s % size == 0 for s in image.shape[2:]), f"spatial size {tuple(image.shape[2:])} must divide by {size}"
+        if any(s % size for s in image.shape[2:]):
+            raise ValueError(f"spatial size {tuple(image.shape[2:])} must divide by {size}")
         if present is None:
             present = torch.ones(image.shape[:2], dtype=torch.bool, device=image.device)
         present = present.to(image.device).bool()[:, self.channel_index]
-        assert present.any(dim=1).all(), f"every sample needs one of {self.config.input_modalities} present"
+        if not present.any(dim=1).all():
+            raise ValueError(f"every sample needs one of {self.config.input_modalities} present")
         x = image[:, self.channel_index] * present.to(image.dtype).view(n, -1, *([1] * (image.dim() - 2)))
         features = []
         for block in self.encoder:
@@ -384,16 +411,48 @@ def build_model(config: ModelConfig | dict = ModelConfig()) -> nn.Module:
     return model.to(memory_format=torch.channels_last_3d) if config.spatial_dims == 3 else model
 
 
-def load_trained_model(path, device="cpu"):
-    """(model in eval mode, saved config dict) of a training checkpoint (``last.pt``) written by :class:`Trainer`."""
+def read_checkpoint(path, map_location="cpu") -> dict:
+    """The dict saved in a ``.pt`` file, read with ``torch.load(weights_only=True)``; a missing, damaged or
+    unsafe file raises ``FileNotFoundError``/``ValueError`` with one line naming it and what is wrong."""
     path = Path(path)
-    if not path.exists():
+    if not path.is_file():
         raise FileNotFoundError(f"{path}: no such checkpoint")
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    if not isinstance(state, dict) or "model" not in state or "model" not in state.get("config", {}):
+    if not zipfile.is_zipfile(path):  # torch.save writes a zip archive; a cut copy has lost its central directory
+        raise ValueError(f"{path}: not a PyTorch checkpoint ({path.stat().st_size} bytes, not a complete zip "
+                         f"archive: empty, truncated or another kind of file)")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError:
+        # The refusal is the security feature: unpickling arbitrary objects can run arbitrary code.
+        raise ValueError(f"{path}: refused by torch.load(weights_only=True): it holds Python objects other than "
+                         f"tensors and plain containers, and loading those could run code; re-save its state "
+                         f"dict from a source you trust") from None
+    except (RuntimeError, EOFError, OSError) as exc:
+        raise ValueError(f"{path}: damaged checkpoint ({str(exc).splitlines()[0]})") from None
+    if not isinstance(state, dict):
+        raise ValueError(f"{path}: holds a {type(state).__name__}, not a checkpoint dict")
+    return state
+
+
+def load_trained_model(path, device="cpu"):
+    """(model in eval mode, saved config dict) of a training checkpoint (``last.pt``) written by :class:`Trainer`.
+
+    Weights that are NaN or infinite are refused: such a model predicts nothing, and its Dice of 0 would
+    look like a result."""
+    path = Path(path)
+    state = read_checkpoint(path)
+    if "model" not in state or "model" not in state.get("config", {}):
         raise ValueError(f"{path}: not a training checkpoint of this package (no model and model config)")
     model = build_model(state["config"]["model"])
-    model.load_state_dict(state["model"])
+    try:
+        model.load_state_dict(state["model"])
+    except RuntimeError as exc:
+        raise ValueError(f"{path}: the weights do not fit the saved model config ({str(exc).splitlines()[0]})") from None
+    broken = [name for name, tensor in model.state_dict().items()
+              if tensor.is_floating_point() and not torch.isfinite(tensor).all()]
+    if broken:
+        raise ValueError(f"{path}: {len(broken)} weight tensors hold NaN or infinite values (first: {broken[0]}); "
+                         f"the run diverged before it was saved")
     return model.to(device).eval(), state["config"]
 
 

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from .data import Case, CaseRef, DataError, read_case
-from .fileio import atomic_path, atomic_write_text
+from .fileio import atomic_path, atomic_write_text, file_lock
 
 
 CACHE_FORMAT = 1  # bump when the cached arrays change meaning
@@ -104,34 +104,42 @@ def cache_cases(refs: list, cache_dir, config: PreprocessConfig = PreprocessConf
     Each dict has ``case_id``, ``image`` and ``label`` (paths of ``.npy`` files; label None if unlabelled)
     and ``shape``. A case is recomputed when its source files (path, size, mtime) or the preprocessing
     parameters change; every file and the manifest are written atomically, so an interrupted run leaves
-    a consistent cache.
+    a consistent cache. Processes filling the same cache at once take turns.
     """
 
     root = Path(cache_dir) / config.key()
     manifest_path = root / "manifest.json"
-    manifest = {"config": asdict(config), "format": CACHE_FORMAT, "cases": {}}
-    if manifest_path.exists():
-        try:
-            manifest["cases"] = dict(json.loads(manifest_path.read_text())["cases"])
-        except (ValueError, TypeError, KeyError):
-            pass  # a corrupt manifest only costs a rebuild
-    entries = []
-    for ref in tqdm(refs, desc="preprocess", disable=not progress, leave=False):
-        stamp = _source_stamp(ref)
-        entry = manifest["cases"].get(ref.case_id)
-        if not _entry_valid(entry, stamp, root):
-            images, label = preprocess_case(read_case(ref), config)
-            entry = {"sources": stamp, "image": f"{ref.case_id}_image.npy",
-                     "label": f"{ref.case_id}_label.npy" if label is not None else None,
-                     "shape": list(images.shape[1:])}
-            _save_npy(root / entry["image"], images)
-            if label is not None:
-                _save_npy(root / entry["label"], label)
-            manifest["cases"][ref.case_id] = entry
-            atomic_write_text(manifest_path, json.dumps(manifest, indent=1))
-        entries.append({"case_id": ref.case_id, "image": root / entry["image"],
-                        "label": root / entry["label"] if entry["label"] else None, "shape": tuple(entry["shape"])})
+    # Two processes (two notebooks) may fill the same cache: the second waits, then reads the manifest the first
+    # wrote, so that neither rebuilds the other's cases nor drops them from the manifest.
+    with file_lock(root.with_name(root.name + ".lock"),
+                   waiting=f"{root}: another process is preprocessing into this cache; waiting for it to finish"):
+        manifest = {"config": asdict(config), "format": CACHE_FORMAT, "cases": _read_cases(manifest_path)}
+        entries = []
+        for ref in tqdm(refs, desc="preprocess", disable=not progress, leave=False):
+            stamp = _source_stamp(ref)
+            entry = manifest["cases"].get(ref.case_id)
+            if not _entry_valid(entry, stamp, root):
+                images, label = preprocess_case(read_case(ref), config)
+                entry = {"sources": stamp, "image": f"{ref.case_id}_image.npy",
+                         "label": f"{ref.case_id}_label.npy" if label is not None else None,
+                         "shape": list(images.shape[1:])}
+                _save_npy(root / entry["image"], images)
+                if label is not None:
+                    _save_npy(root / entry["label"], label)
+                manifest["cases"][ref.case_id] = entry
+                atomic_write_text(manifest_path, json.dumps(manifest, indent=1))
+            entries.append({"case_id": ref.case_id, "image": root / entry["image"],
+                            "label": root / entry["label"] if entry["label"] else None,
+                            "shape": tuple(entry["shape"])})
     return entries
+
+
+def _read_cases(manifest_path: Path) -> dict:
+    """The ``cases`` of a cache manifest; ``{}`` when it is missing or corrupt (that only costs a rebuild)."""
+    try:
+        return dict(json.loads(manifest_path.read_text())["cases"])
+    except (FileNotFoundError, ValueError, TypeError, KeyError):
+        return {}
 
 
 def _entry_valid(entry, stamp: list, root: Path) -> bool:

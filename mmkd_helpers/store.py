@@ -9,7 +9,6 @@ set can be hosted anywhere without a code change. This module sits below the met
 (ProtoKD loads its teacher through it), so it imports only the network definitions.
 """
 
-import contextlib
 import functools
 import hashlib
 import json
@@ -21,7 +20,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from .fileio import atomic_path
+from .fileio import atomic_path, file_lock
 from .models import build_model
 from .paths import default_data_dir
 
@@ -116,20 +115,9 @@ def half_precision(state: dict) -> dict:
     return {key: value.half() if value.is_floating_point() else value for key, value in state.items()}
 
 
-@contextlib.contextmanager
 def manifest_lock(folder: Path):
-    """An exclusive lock around the manifest's read-modify-write (POSIX; elsewhere, run builds one at a time)."""
-    try:
-        import fcntl
-    except ImportError:
-        yield
-        return
-    with open(folder / ".manifest.lock", "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    """An exclusive lock around the manifest's read-modify-write: several builds may finish at once."""
+    return file_lock(Path(folder) / ".manifest.lock", waiting=f"{folder}: waiting for another build to write the manifest")
 
 
 def load_history(name: str, source=None):

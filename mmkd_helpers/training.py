@@ -22,6 +22,19 @@ from .evaluation import evaluate
 from .fileio import atomic_path
 from .losses import segmentation_loss
 from .methods import Method
+from .models import read_checkpoint
+
+
+OPTIMIZERS = ("adamw", "adam", "sgd")
+SCHEDULES = ("poly", "cosine", "constant")
+
+
+RESUME_FIXED = ("batch_size", "optimizer", "weight_decay", "seed", "seg_loss")
+"""Training settings a resumed run must keep: they define its data stream and its optimiser state."""
+
+
+class TrainingDiverged(ValueError):
+    """The loss became NaN or infinite: the run stopped there, and its checkpoint holds the last finite state."""
 
 
 @dataclass
@@ -41,6 +54,20 @@ class TrainConfig:
     validate_every: int = 0  # steps between validation Dice measurements (val_ET/TC/WT in the history); 0: never
     seg_loss: str = "dice_ce"  # "dice_ce" (MONAI Dice + CE/BCE) or "protokd_code" (losses.segmentation.protokd_code_loss)
 
+    def __post_init__(self):
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
+        for name in ("steps", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        for name in ("checkpoint_every", "num_workers", "validate_every", "weight_decay", "grad_clip"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be 0 or more, got {getattr(self, name)}")
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise ValueError(f"lr must be a positive finite number, got {self.lr}")
+
     def to_dict(self) -> dict:
         return asdict(self)
 
@@ -48,7 +75,18 @@ class TrainConfig:
 def resolve_device(device: str = "auto") -> torch.device:
     """``"auto"`` picks cuda, then mps, then cpu; anything else is passed to :class:`torch.device`."""
     if device != "auto":
-        return torch.device(device)
+        try:
+            chosen = torch.device(device)
+        except RuntimeError as exc:
+            raise ValueError(f"device {device!r} is not a device name (auto, cpu, cuda, cuda:1, mps): {exc}") from None
+        if chosen.type == "cuda" and not torch.cuda.is_available():
+            raise ValueError(f"device {device!r}: this PyTorch has no usable CUDA GPU "
+                             f"(CUDA build: {torch.version.cuda or 'no'}); use cpu or auto")
+        if chosen.type == "cuda" and chosen.index is not None and chosen.index >= torch.cuda.device_count():
+            raise ValueError(f"device {device!r}: only {torch.cuda.device_count()} CUDA GPU(s) are visible")
+        if chosen.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+            raise ValueError(f"device {device!r}: MPS (Apple GPU) is not available here; use cpu or auto")
+        return chosen
     if torch.cuda.is_available():
         return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
     if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
@@ -61,8 +99,6 @@ def set_seed(seed: int) -> None:
     np.random.seed(seed)
     torch.manual_seed(seed)
 
-
-OPTIMIZERS = ("adamw", "adam", "sgd")
 
 
 def parameter_groups(model: torch.nn.Module, extra=(), weight_decay: float = 0.0) -> list:
@@ -204,6 +240,8 @@ class Trainer:
                 terms = {"seg": self.seg_loss(output.logits.float(), batch["label"])}
                 terms.update(self.method.loss_terms(self.model, batch, output))
                 loss = sum(terms.values())
+            if not self.all_finite(loss):
+                self.stop_diverged(terms)
             self.optimizer.zero_grad(set_to_none=True)
             self.scaler.scale(loss).backward()
             self.average_method_gradients()
@@ -255,6 +293,25 @@ class Trainer:
         self.model.train()
         return {f"val_{region}": float(v) for region, v in results.groupby("region").dice.mean().items()}
 
+    def all_finite(self, loss) -> bool:
+        """Whether the loss is finite in every process (all must stop together, or the others would hang)."""
+        finite = torch.isfinite(loss.detach()).float()
+        if self.world > 1:
+            torch.distributed.all_reduce(finite, op=torch.distributed.ReduceOp.MIN)
+        return bool(finite.item())
+
+    def stop_diverged(self, terms: dict):
+        """Stop at the first non-finite loss without saving: the checkpoint on disk stays the last finite state
+        (a mean over the history would skip the NaN and report a loss that looks fine)."""
+        values = ", ".join(f"{name} {value.item():.4g}" for name, value in terms.items())
+        path = self.checkpoint_path
+        if path is not None and path.exists():
+            kept = f"{path} still holds the last checkpointed step"
+        else:
+            kept = "no checkpoint was written (checkpoint_every saves intermediate steps)"
+        raise TrainingDiverged(f"the loss is not finite at step {self.step + 1} ({values}) with learning rate "
+                               f"{self.lr:.3g}; training stopped and {kept}; try a smaller lr")
+
     def average_method_gradients(self) -> None:
         """Average the gradients of the method's own parameters over processes (DDP averages only the model's)."""
         if self.world == 1:
@@ -296,9 +353,14 @@ class Trainer:
         path = Path(path)
         if not path.exists():
             raise FileNotFoundError(f"{path}: no checkpoint to resume from")
-        state = torch.load(path, map_location=self.device, weights_only=True)
+        state = read_checkpoint(path, map_location=self.device)
         if state["world"] != self.world:
             raise ValueError(f"{path}: saved with {state['world']} processes, resumed with {self.world}")
+        saved = state["config"].get("train", {})
+        fixed = [k for k in RESUME_FIXED if k in saved and saved[k] != getattr(self.config, k)]
+        if fixed:
+            raise ValueError(f"{path}: a resumed run keeps its {', '.join(fixed)} "
+                             f"({', '.join(f'{k}={saved[k]!r}' for k in fixed)}); only the schedule may change")
         if state["method"]["name"] != self.method.name:
             raise ValueError(f"{path}: a {state['method']['name']} run cannot resume as {self.method.name}")
         self.model.load_state_dict(state["model"])
@@ -307,6 +369,14 @@ class Trainer:
         self.scaler.load_state_dict(state["scaler"])
         self.method.load_state_dict(state["method"]["state"])
         self.step, self.history = state["step"], list(state["history"])
+        if self.step > self.config.steps:
+            raise ValueError(f"{path}: the run is at step {self.step}, beyond steps={self.config.steps}")
+        # The schedule is this Trainer's, not the checkpoint's (as in nanoGPT): a finished run can be extended to
+        # more steps or continued with another learning rate. Unchanged settings give back the saved rates exactly.
+        self.scheduler.base_lrs = [self.config.lr] * len(self.optimizer.param_groups)
+        for group in self.optimizer.param_groups:
+            group["initial_lr"] = self.config.lr
+            group["lr"] = self.config.lr * lr_factor(self.step, self.config.steps, self.config.schedule)
         torch.set_rng_state(state["rng"]["torch"].cpu())
         if state["rng"]["cuda"] and torch.cuda.is_available():
             torch.cuda.set_rng_state_all([s.cpu() for s in state["rng"]["cuda"]])

@@ -17,6 +17,8 @@ names = pytest.mark.parametrize("name", sorted(ENTRIES), ids=sorted(ENTRIES))
 RE_EVALUATED = ("baseline", "protokd_t1")
 """Heavy tier: checkpoints whose whole validation table is re-measured; every other one on one validation and one
 test case."""
+VOXEL_FLIP_TOLERANCE = 0.005
+"""Largest per-case Dice difference accepted: about five voxels of a 2,000-voxel region."""
 SAMPLED = ("baseline", "protokd_t1ce")
 """Default tier: a shared-encoder model and a student, re-measured on one validation case (the heavy tier does all)."""
 
@@ -201,7 +203,11 @@ def assert_reproduces_its_shipped_dice(name, course_data, cases):
     key = ["split", "case", "combination", "region"]
     merged = measured.merge(shipped, on=key, suffixes=("", "_shipped"))
     assert len(merged) == len(measured) > 0
-    assert np.allclose(merged.dice, merged.dice_shipped, atol=1e-4), merged[abs(merged.dice - merged.dice_shipped) > 1e-4]
+    # Another CPU rounds a logit near a class boundary the other way now and then: a few voxels of one region flip
+    # (seen: TC 0.54393 against 0.54362 on one case of 66). A per-case tolerance of a few voxels, and the mean exact.
+    difference = (merged.dice - merged.dice_shipped).abs()
+    assert difference.max() <= VOXEL_FLIP_TOLERANCE, merged[difference > VOXEL_FLIP_TOLERANCE]
+    assert difference.mean() <= 1e-4, f"mean |difference| {difference.mean():.2e} over {len(merged)} rows"
 
 
 @pytest.mark.parametrize("name", SAMPLED)

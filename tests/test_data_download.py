@@ -5,17 +5,18 @@ so each failure the downloader must survive is reproduced exactly. Real data fro
 used when present (BraTS sample, AV-MNIST ingredients) and the tests that need it skip otherwise.
 """
 
+import errno
 import gzip
 import hashlib
 import io
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 import tarfile
 import threading
+import time
 import wave
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -23,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import skip_or_fail_in_ci
+from test_concurrency import race
 
 from data_download import DownloadError, avmnist, main, msd
 from data_download.archive import ArchiveError, safe_extract
@@ -45,6 +47,7 @@ class Served:
         self.statuses = {}  # url path -> one status code per request (None: serve the file), used up in order
         self.cuts = {}  # url path -> byte counts: the next responses stop after that many body bytes
         self.ignore_range = False
+        self.pace = 0.0  # seconds to wait before each 64 KiB piece of a body: a slow server
         self.log = []  # (url path, Range header or None), one per request
         self.url = ""
 
@@ -86,7 +89,9 @@ class Handler(BaseHTTPRequestHandler):
         self.end_headers()
         cuts = served.cuts.get(self.path)
         stop = start + cuts.pop(0) if cuts else len(body)
-        self.wfile.write(body[start:stop])
+        for piece in range(start, stop, 1 << 16):
+            time.sleep(served.pace)
+            self.wfile.write(body[piece:min(piece + (1 << 16), stop)])
         if stop < len(body):
             self.close_connection = True  # the client sees a connection closed mid-transfer
 
@@ -225,7 +230,7 @@ def test_complete_part_answered_416_is_verified_not_refetched(server, tmp_path):
     assert server.log == [("/f.bin", f"bytes={len(data)}-")]
 
 
-def test_corrupt_part_is_caught_by_rehashing_on_resume(server, tmp_path):
+def test_corrupt_part_is_caught_by_the_check_of_the_file_on_disk(server, tmp_path):
     data = payload()
     server.files["/f.bin"] = data
     (tmp_path / "f.bin.part").write_bytes(b"x" * 5000)
@@ -281,7 +286,127 @@ def test_main_reports_errors_with_a_nonzero_exit_code(server, tmp_path, capsys):
     code = main(["--quiet", "msd", "--dest", str(tmp_path), "--url", server.url + "/nowhere.tar"])
     err = capsys.readouterr().err
     assert code == 1
-    assert err.startswith("error: ") and "/nowhere.tar: HTTP 404" in err and "Traceback" not in err
+    assert err == f"python -m data_download: error: {server.url}/nowhere.tar: HTTP 404 Not Found\n"
+
+
+def test_bytes_on_disk_are_verified_not_the_bytes_received(server, tmp_path, monkeypatch):
+    data = payload()
+    server.files["/f.bin"] = data
+    fsync = os.fsync
+
+    def bad_disk(fd):  # the disk stores something other than what was written to it
+        os.pwrite(fd, b"\0" * 16, 1000)
+        fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", bad_disk)
+    with pytest.raises(DownloadError, match=f"sha256 checksum [0-9a-f]{{64}}, expected {hashlib.sha256(data).hexdigest()}"):
+        download(server.url + "/f.bin", tmp_path / "f.bin", size=len(data), sha256=hashlib.sha256(data).hexdigest(),
+                 progress=False)
+    assert listing(tmp_path) == []  # nothing under the final name, and the bad part is gone
+
+
+DOWNLOAD = """
+from data_download.fetch import download
+url, target, sha256 = sys.argv[4:]
+barrier()
+download(url, target, sha256=sha256, backoff=0, progress=False)
+"""
+
+
+def test_two_downloads_of_the_same_file_take_turns(server, tmp_path):
+    data = payload()
+    server.files["/f.bin"] = data
+    server.pace = 0.25  # 5 pieces: the first download takes over a second, the second one starts meanwhile
+    results = race(tmp_path, DOWNLOAD, args=(server.url + "/f.bin", tmp_path / "dl" / "f.bin",
+                                             hashlib.sha256(data).hexdigest()))
+    assert (tmp_path / "dl" / "f.bin").read_bytes() == data
+    assert listing(tmp_path / "dl") == ["f.bin"]  # no .part, no lock file
+    assert server.log == [("/f.bin", None)]  # the second found the verified file: one download
+    assert sum("another process is downloading it; waiting" in err for _, _, err in results) == 1
+
+
+MSD = """
+from data_download import msd
+msd.fetch.__kwdefaults__.update(url=sys.argv[5], size=int(sys.argv[6]), md5=sys.argv[7])
+barrier()
+print(msd.fetch(sys.argv[4], progress=False))
+"""
+
+
+def test_two_msd_fetches_at_once_extract_once(server, tmp_path):
+    tar = fake_msd_tar()
+    server.files["/Task01_BrainTumour.tar"] = tar
+    server.pace = 0.1
+    results = race(tmp_path, MSD, args=(tmp_path / "msd", server.url + "/Task01_BrainTumour.tar", len(tar), md5(tar)))
+    folder = tmp_path / "msd" / "Task01_BrainTumour"
+    assert [out.splitlines()[-1] for _, out, _ in results] == [str(folder)] * 2
+    assert sum(f"{folder} already exists (2 training cases)" in out for _, out, _ in results) == 1
+    assert sum("another process is fetching it; waiting" in err for _, _, err in results) == 1
+    assert listing(tmp_path / "msd") == ["Task01_BrainTumour"]  # archive deleted once, no lock files
+    assert len(server.log) == 1
+
+
+def test_unusable_destination_is_one_line_and_exit_code_2(tmp_path, capsys):
+    (tmp_path / "a-file").write_text("not a folder")
+    code = main(["--quiet", "msd", "--dest", str(tmp_path / "a-file" / "msd")])
+    assert code == 2
+    assert capsys.readouterr().err == f"python -m data_download: error: {tmp_path / 'a-file' / 'msd'}: Not a directory\n"
+
+
+@pytest.mark.skipif(os.name != "posix" or os.geteuid() == 0, reason="needs POSIX permissions, which root ignores")
+def test_read_only_destination_is_one_line_and_exit_code_2(tmp_path, capsys):
+    (tmp_path / "locked").mkdir(mode=0o500)
+    code = main(["--quiet", "avmnist", "--dest", str(tmp_path / "locked" / "avmnist")])
+    assert code == 2
+    assert capsys.readouterr().err == (f"python -m data_download: error: {tmp_path / 'locked' / 'avmnist'}: "
+                                       "Permission denied\n")
+
+
+def test_disk_full_while_downloading_keeps_the_part_and_exits_with_2(server, tmp_path, monkeypatch, capsys):
+    tar = fake_msd_tar()
+    server.files["/t.tar"] = tar
+    monkeypatch.setitem(msd.fetch.__kwdefaults__, "size", len(tar))
+    monkeypatch.setitem(msd.fetch.__kwdefaults__, "md5", md5(tar))
+
+    def disk_full(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", disk_full)
+    code = main(["--quiet", "msd", "--dest", str(tmp_path), "--url", server.url + "/t.tar"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err == (f"python -m data_download: error: {tmp_path / 'Task01_BrainTumour.tar.part'}: could not write "
+                   "(No space left on device); the bytes written so far are kept: run the same command again to "
+                   "resume once that is fixed\n")
+    assert listing(tmp_path) == ["Task01_BrainTumour.tar.part"]
+    monkeypatch.undo()
+    monkeypatch.setitem(msd.fetch.__kwdefaults__, "size", len(tar))
+    monkeypatch.setitem(msd.fetch.__kwdefaults__, "md5", md5(tar))
+    assert main(["--quiet", "msd", "--dest", str(tmp_path), "--url", server.url + "/t.tar"]) == 0
+    assert len(server.log) == 1  # the bytes kept were all there: verified, not fetched again
+    assert listing(tmp_path) == ["Task01_BrainTumour"]
+
+
+def test_disk_full_while_extracting_keeps_the_previous_folder_and_exits_with_2(server, tmp_path, monkeypatch,
+                                                                               capsys):
+    tar = fake_msd_tar()
+    server.files["/t.tar"] = tar
+    monkeypatch.setitem(msd.fetch.__kwdefaults__, "size", len(tar))
+    monkeypatch.setitem(msd.fetch.__kwdefaults__, "md5", md5(tar))
+    old = tmp_path / "Task01_BrainTumour"
+    old.mkdir()
+    (old / "dataset.json").write_text("old data")
+
+    def disk_full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(tarfile, "copyfileobj", disk_full)
+    code = main(["--quiet", "msd", "--force", "--dest", str(tmp_path), "--url", server.url + "/t.tar"])
+    assert code == 2
+    assert capsys.readouterr().err == (f"python -m data_download: error: {old}: could not write (No space left on "
+                                       "device); the previous folder is unchanged\n")
+    assert listing(tmp_path) == ["Task01_BrainTumour", "Task01_BrainTumour.tar"]  # the verified tar is kept
+    assert listing(old) == ["dataset.json"] and (old / "dataset.json").read_text() == "old data"
 
 
 # --------------------------------------------------------------------------- extraction
@@ -353,8 +478,8 @@ def test_default_destinations_follow_the_data_folder_rule(monkeypatch, tmp_path,
     from data_download.cli import _parser
 
     monkeypatch.setenv("MMKD_DATA_DIR", str(tmp_path))
-    assert _parser().parse_args(["msd"]).dest == tmp_path / "msd"
-    assert _parser().parse_args(["avmnist"]).dest == tmp_path / "avmnist"
+    assert _parser("python -m data_download").parse_args(["msd"]).dest == tmp_path / "msd"
+    assert _parser("python -m data_download").parse_args(["avmnist"]).dest == tmp_path / "avmnist"
     assert main(["brats-instructions"]) == 0
     out = capsys.readouterr().out
     assert f"python -m data_download verify {tmp_path}/brats2018" in out and "<case>_seg.nii.gz" in out

@@ -5,8 +5,8 @@ import torch
 from scipy.stats import ttest_rel
 
 from mmkd_helpers.constants import COMBINATIONS, REGION_NAMES, combination_name
-from mmkd_helpers.evaluation import (dice_table, evaluate, logits_to_label, paired_ttest, predict_logits,
-                                     region_dice)
+from mmkd_helpers.evaluation import (BRATS_HD95_PENALTY, dice_table, evaluate, logits_to_label, paired_ttest,
+                                     predict_logits, region_dice, region_hd95)
 from mmkd_helpers.losses import region_targets
 from mmkd_helpers.models import ModelConfig
 
@@ -30,6 +30,47 @@ def test_region_dice_by_hand():
 def test_region_dice_empty_prediction_of_empty_truth_is_one():
     assert region_dice(np.zeros(5), np.zeros(5)).tolist() == [1.0, 1.0, 1.0]
     assert region_dice(np.array([4, 0]), np.zeros(2))[0] == 0.0
+
+
+def test_region_hd95_of_two_voxels_by_hand():
+    """One ET voxel each, 3 voxels apart along the first axis: 3 x 2 mm = 6 mm whatever the other axes' spacing;
+    along the second axis with spacing (2, 1, 1): 3 mm; 3 and 4 voxels apart at 1 mm: the 3-4-5 triangle, 5 mm."""
+    a, b, c, d = (np.zeros((10, 10, 10), np.uint8) for _ in range(4))
+    a[2, 5, 5] = b[5, 5, 5] = c[2, 8, 5] = d[2, 2, 1] = 4
+    assert np.allclose(region_hd95(a, b, 2.0), [6, 6, 6])
+    assert np.allclose(region_hd95(a, b, (2, 0.5, 0.5)), [6, 6, 6])
+    assert np.allclose(region_hd95(a, c, (2, 1, 1)), [3, 3, 3])
+    assert np.allclose(region_hd95(a, d), [5, 5, 5])
+
+
+def test_region_hd95_of_a_cube_shifted_by_one_voxel():
+    """A 4³ WT cube against the same cube one voxel further along an axis. Surface voxels of either cube lie on the
+    other's surface (distance 0) or one voxel from it (its leading face, and the interior of its trailing face):
+    20 of the 56 surface voxels, more than 5 %, so the 95th percentile is one voxel: 2 mm along the axis of spacing
+    2, 1 mm along an axis of spacing 1. ET and TC are empty in both: 0."""
+    cube, shifted, sideways = (np.zeros((12, 12, 12), np.uint8) for _ in range(3))
+    cube[2:6, 2:6, 2:6] = 2
+    shifted[3:7, 2:6, 2:6] = 2
+    sideways[2:6, 3:7, 2:6] = 2
+    assert np.allclose(region_hd95(cube, shifted, (2, 1, 1)), [0, 0, 2])
+    assert np.allclose(region_hd95(cube, sideways, (2, 1, 1)), [0, 0, 1])
+    assert np.allclose(region_hd95(cube, cube, 3.0), [0, 0, 0])
+
+
+def test_region_hd95_of_empty_masks_follows_brats():
+    """Both empty: 0 (and Dice 1); exactly one empty: the BraTS penalty, the diagonal of 240 x 240 x 155 at 1 mm
+    (and Dice 0)."""
+    assert BRATS_HD95_PENALTY == pytest.approx(np.sqrt(240 ** 2 + 240 ** 2 + 155 ** 2), abs=0.005)
+    empty, tumour = np.zeros((8, 8, 8), np.uint8), np.zeros((8, 8, 8), np.uint8)
+    tumour[3:5, 3:5, 3:5] = 2  # WT only
+    for pred, truth in ((tumour, empty), (empty, tumour)):
+        assert region_hd95(pred, truth, 2.0).tolist() == [0.0, 0.0, BRATS_HD95_PENALTY]
+        assert region_dice(pred, truth).tolist() == [1.0, 1.0, 0.0]
+    assert region_hd95(empty, empty).tolist() == [0.0, 0.0, 0.0]
+    with pytest.raises(ValueError, match="spacing must be a positive number of mm"):
+        region_hd95(tumour, tumour, (1, 0, 1))
+    with pytest.raises(ValueError, match="one shape"):
+        region_hd95(tumour, tumour[:4])
 
 
 class Oracle(torch.nn.Module):
@@ -65,6 +106,15 @@ def test_evaluate_with_an_oracle_gives_known_dice():
     assert len(results) == 15 * 3
     with_flair = results[results.combination.str.contains("FLAIR")]
     assert (with_flair.dice == 1.0).all() and (results[~results.index.isin(with_flair.index)].dice == 0.0).all()
+    assert "hd95" not in results
+
+    scored = evaluate(model, [("case0", images, label)], roi_size=(8, 8, 8), progress=False, hd95=True,
+                      spacing={"case0": (1.0, 2.0, 2.0)})
+    assert np.array_equal(scored.dice, results.dice)
+    flair = scored.combination.str.contains("FLAIR")
+    assert (scored.hd95[flair] == 0.0).all() and (scored.hd95[~flair] == BRATS_HD95_PENALTY).all()  # nothing found
+    with pytest.raises(ValueError, match="spacing: no voxel size for case case0"):
+        evaluate(model, [("case0", images, label)], (8, 8, 8), progress=False, hd95=True, spacing={"c1": 1.0})
 
 
 def fake_results(offset, seed, cases=3):
@@ -94,6 +144,8 @@ def test_paired_ttest_matches_scipy_and_is_one_tailed():
     assert p == pytest.approx(ttest_rel(means(a), means(b), alternative="greater").pvalue)
     assert p < 0.01 and paired_ttest(b, a, "ET") > 0.99
     assert paired_ttest(a, b, "ET", unit="case") < 0.01
+    with pytest.raises(ValueError, match="must cover the same cases"):
+        paired_ttest(a, fake_results(0.0, 1, cases=2), "ET", unit="case")
 
 
 def test_evaluate_refuses_a_case_without_a_label_map():
@@ -136,8 +188,6 @@ def test_feature_reliance_sees_a_pathway_the_decoder_uses_and_one_it_does_not():
     """A trained toy model: zeroing its first level (everything reads it) costs Dice; a bottleneck whose
     decoder weights are zero costs nothing. (Whether the bottleneck of a trained model matters depends on the
     task: this toy one is solved by intensity alone, through the skips.)"""
-    from dataclasses import replace
-
     from mmkd_helpers.dataset import PatchDataset
     from mmkd_helpers.analysis import feature_reliance
     from mmkd_helpers.models import build_model

@@ -88,6 +88,10 @@ def test_kd_loss_rejects_bad_options():
         cross_modal_kd_loss(hand_features(), ALL, [0], teach="teachers")
     with pytest.raises(ValueError, match="reduction"):
         cross_modal_kd_loss(hand_features(), ALL, [0], reduction="max")
+    with pytest.raises(ValueError, match=r"present must be \(N, M\) = \(1, 4\)"):
+        cross_modal_kd_loss(hand_features(), ALL[:, :3], [0])
+    with pytest.raises(ValueError, match=r"teachers must be modality indices in \[0, 4\), got \[0, 4\]"):
+        cross_modal_kd_loss(hand_features(), ALL, [0, 4])
 
 
 # -- Eqs. 1-2: teacher election ------------------------------------------------------------------------------
@@ -208,12 +212,24 @@ def test_lckd_options_are_checked():
     for bad in [{"p": 3}, {"teach": "teachers"}, {"phi": "majority"}, {"election_dice": "medium"},
                 {"election_data": "test"}, {"initial_teachers": [4]}, {"initial_teachers": []},
                 {"election_every": -1}]:
-        with pytest.raises(ValueError):
+        with pytest.raises(ValueError, match=f"LCKD option {next(iter(bad))} must be"):
             LCKD(**bad)
     with pytest.raises(ValueError, match="no val_volumes"):
         LCKD().setup(fake_trainer())
     LCKD(election_every=0).setup(fake_trainer())  # fixed teachers: no election, no cases needed
     assert METHODS["lckd"] is LCKD and teacher_names([FLAIR, T1CE]) == "FLAIR,T1ce"
+
+
+def test_build_method_names_an_unknown_option_and_what_the_method_accepts():
+    """An option the method does not have is a one-line ValueError, not __init__'s TypeError."""
+    with pytest.raises(ValueError, match=r"^unknown option 'foo' for method 'baseline'; it takes no options$"):
+        build_method("baseline", foo=1)
+    with pytest.raises(ValueError, match=r"^unknown options 'alpah', 'tech' for method 'lckd'; it accepts: alpha, p, "
+                                         r"teach, phi, election_every, .*, election_roi$"):
+        build_method("lckd", alpha=0.1, alpah=0.2, tech="all")
+    with pytest.raises(ValueError, match="unknown method 'kd'; available: baseline, lckd"):
+        build_method("kd")
+    assert type(build_method("baseline")) is METHODS["baseline"]
 
 
 # -- the method in the training engine -----------------------------------------------------------------------
@@ -268,11 +284,17 @@ def test_lckd_trains_elects_and_resumes_exactly(tmp_path):
     paused = lckd_trainer(tmp_path / "b", LCKD(election_every=2))
     paused.fit(stop_at=3)
     assert paused.method.teachers == straight.method.election_log[0]["teachers"]
-    # the KD term of step 4 is alpha x Eq. 4 on the output of the model after step 3, with step 2's teachers
+    # the KD term of step 4 is alpha x Eq. 4 on the output of the model after step 3, with step 2's teachers,
+    # re-derived pair by pair: per sample, the sum over present teachers t and present non-teachers s of
+    # mean |f_t - f_s|, then the mean over the batch
     batch = torch.utils.data.default_collate([paused.dataset[i] for i in (6, 7)])  # step 4's samples
-    output = paused.model(batch["image"], batch["present"])
-    expected = 0.1 * cross_modal_kd_loss(output.bottleneck, batch["present"], paused.method.teachers)
-    assert history["kd"].iloc[3] == pytest.approx(expected.item(), rel=1e-5)
+    with torch.no_grad():
+        features = paused.model(batch["image"], batch["present"]).bottleneck.double()
+    teachers, present = paused.method.teachers, batch["present"].tolist()
+    per_sample = [sum((features[n, t] - features[n, s]).abs().mean().item()
+                      for t in teachers for s in range(4) if present[n][t] and present[n][s] and s not in teachers)
+                  for n in range(2)]
+    assert history["kd"].iloc[3] == pytest.approx(0.1 * sum(per_sample) / 2, rel=1e-5)
     resumed = lckd_trainer(tmp_path / "b", build_method("lckd", election_every=2), seed=123)
     resumed_history = resumed.fit(resume=True)
     for a, b in zip(straight.model.state_dict().values(), resumed.model.state_dict().values()):

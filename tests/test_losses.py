@@ -28,6 +28,24 @@ def test_segmentation_loss_prefers_the_right_answer():
     assert classes(logits, label) < 0.05 < classes(-logits, label)
 
 
+def test_dice_plus_cross_entropy_by_hand():
+    """Two voxels, labels 0 and 4, all logits 0; smoothing 0 in the numerator, 1e-5 in the denominator.
+
+    ``regions``, the task loss L_seg of LCKD Eq. 7: ET, TC and WT are all (0, 1) and every sigmoid is 1/2, so each
+    channel's Dice loss is 1 − 2·(1/2) / (1 + 1 + 1e-5) and the BCE is ln 2 everywhere.
+    ``classes``, L_seg of ProtoKD Eq. 5 ("CE + Dice"): every softmax is 1/4, the CE is ln 4; classes 0 and 3 have
+    Σpy = 1/4, Σp = 1/2, Σy = 1: 1 − (1/2) / (3/2 + 1e-5); classes 1 and 2 have Σpy = Σy = 0: a Dice loss of 1.
+    """
+    import math
+
+    label = torch.tensor([0, 4]).view(1, 2, 1, 1)
+    eps = 1e-5
+    regions = segmentation_loss("regions")(torch.zeros(1, 3, 2, 1, 1), label)
+    assert regions.item() == pytest.approx(1 - 1 / (2 + eps) + math.log(2), rel=1e-6)
+    classes = segmentation_loss("classes")(torch.zeros(1, 4, 2, 1, 1), label)
+    assert classes.item() == pytest.approx(math.log(4) + (2 * (1 - 0.5 / (1.5 + eps)) + 2) / 4, rel=1e-6)
+
+
 def test_protokd_code_segmentation_loss_by_hand():
     """Two voxels, labels 0 and 4 (classes 0 and 3), all logits 0 (softmax 1/4 everywhere).
 

@@ -99,8 +99,11 @@ def test_options_are_checked_and_json_values():
     method = build_method("metakd", meta_roi=(8, 8, 8))
     assert isinstance(method, MetaKD) and method.options["meta_roi"] == [8, 8, 8]
     assert method.options["meta"] == "alternating" and method.options["meta_lr"] == 1e-2
-    for bad in ({"normalisation": "tanh"}, {"meta": "unrolled"}, {"p": 3}, {"meta_every": 0}, {"init": "zeros"}):
-        with pytest.raises(ValueError):
+    for bad, message in [({"normalisation": "tanh"}, "unknown normalisation 'tanh'"),
+                         ({"meta": "unrolled"}, "unknown meta scheme 'unrolled'"), ({"p": 3}, "p must be 1"),
+                         ({"meta_every": 0}, "meta_every, meta_steps and meta_batch_size must be at least 1"),
+                         ({"init": "zeros"}, "unknown IWV init 'zeros'")]:
+        with pytest.raises(ValueError, match=message):
             build_method("metakd", **bad)
 
 
@@ -114,12 +117,17 @@ def test_initial_iwv_is_seeded_and_leaves_the_global_rng_alone():
 
 
 def test_the_kd_term_treats_w_as_a_constant():
+    """α · Eq. 4 with Eq. 5 inside, by hand: raw w = log(1, 1, 2, 4), so the IWV (Eq. 6) is (1, 1, 2, 4) / 8."""
     method = MetaKD(alpha=0.5)
-    features = torch.randn(2, 4, 3, 2, 2, 2, requires_grad=True)
+    with torch.no_grad():
+        method.raw.copy_(torch.log(torch.tensor([1.0, 1.0, 2.0, 4.0])))
+    features = torch.tensor([[0.0, 1.0, 3.0, 7.0]] * 2)[..., None].requires_grad_()  # (N=2, M=4, C=1)
     present = torch.tensor([[True, False, True, True], [True, True, False, False]])
     output = type("Output", (), {"bottleneck": features})()
     term = method.loss_terms(None, {"present": present}, output)["kd"]
-    assert torch.allclose(term, 0.5 * weighted_kd_loss(features, present, normalise_iwv(method.raw.detach())))
+    # sample 1, pairs of FLAIR, T1ce, T2 (w 1/8, 2/8, 4/8): (1/2 + 2)·3 + (1/4 + 4)·7 + (1/2 + 2)·4 = 47.25;
+    # sample 2, FLAIR and T1 (equal w): (1 + 1)·1 = 2; mean 24.625, times α = 0.5
+    assert term.item() == pytest.approx(0.5 * (47.25 + 2) / 2)
     term.backward()
     assert method.raw.grad is None and features.grad.abs().sum() > 0
 

@@ -24,7 +24,7 @@ def test_fill_missing_per_sample_and_gradient_flows_to_present():
 
 
 def test_fill_missing_refuses_empty_mask():
-    with pytest.raises(AssertionError):
+    with pytest.raises(ValueError, match="at least one present modality"):
         fill_missing(torch.zeros(1, 4, 2), torch.zeros(1, 4, dtype=torch.bool))
 
 
@@ -90,9 +90,9 @@ def test_two_dimensional_variant_and_class_head():
 
 
 def test_bad_configuration_is_refused():
-    with pytest.raises(AssertionError, match="head"):
+    with pytest.raises(ValueError, match="head must be one of"):
         ModelConfig(head="softmax")
-    with pytest.raises(AssertionError, match="divide"):
+    with pytest.raises(ValueError, match="must divide by 4"):
         build_model(ModelConfig(depth=3))(torch.randn(1, 4, 10, 16, 16))
 
 
@@ -107,27 +107,27 @@ def test_early_fusion_reads_only_its_input_modalities():
 
     torch.manual_seed(0)
     student = early("t1")
-    assert isinstance(student, EarlyFusionUNet) and student.encoder[0][0].in_channels == 1
+    assert isinstance(student, EarlyFusionUNet) and student.encoder[0].conv1.conv.in_channels == 1
     image = torch.randn(2, 4, 16, 16, 16)
     other = image.clone()
     other[:, [0, 2, 3]] = torch.randn(2, 3, 16, 16, 16)  # everything but T1 changes
     out = student(image)
     assert torch.equal(out.logits, student(other).logits)
     assert out.decoded.shape == (2, 4, 16, 16, 16) and out.bottleneck.shape == (2, 1, 16, 4, 4, 4)
-    with pytest.raises(AssertionError, match="t1"):
+    with pytest.raises(ValueError, match="needs one of .'t1',. present"):
         student(image, torch.tensor([[True, False, True, True]] * 2))
 
 
 def test_early_fusion_teacher_zero_fills_a_missing_modality():
     torch.manual_seed(0)
     teacher = early("flair", "t1", "t1ce", "t2", head="classes")
-    assert teacher.encoder[0][0].in_channels == 4 and teacher.head.out_channels == 4
+    assert teacher.encoder[0].conv1.conv.in_channels == 4 and teacher.head.out_channels == 4
     image = torch.randn(1, 4, 16, 16, 16)
     zeroed = image.clone()
     zeroed[:, 2] = 0
     present = torch.tensor([[True, True, False, True]])
     assert torch.equal(teacher(image, present).logits, teacher(zeroed).logits)
-    with pytest.raises(AssertionError, match="input_modalities"):
+    with pytest.raises(ValueError, match="input_modalities must be a non-empty subset"):
         ModelConfig(fusion="early", input_modalities=("pd",))
     assert ModelConfig(fusion="early", input_modalities=["t1"]).input_modalities == ("t1",)  # from JSON
 
@@ -190,3 +190,30 @@ def test_skip_dropout_switches_whole_samples_skips_off_in_training_only():
         assert not torch.allclose(model(image).decoded, by_hand.detach(), atol=1e-3)
     with pytest.raises(ValueError, match="skip_dropout"):
         ModelConfig(skip_dropout=1.0)
+
+
+@pytest.mark.parametrize("spatial_dims, stride, groups", [(3, 1, 1), (3, 2, 1), (2, 2, 1), (3, 1, 4)])
+def test_conv_block_is_the_lckd_codes_block_and_reads_checkpoints_of_the_earlier_layout(spatial_dims, stride, groups):
+    """MONAI's UnetBasicBlock, configured as the LCKD code's block, computes exactly what the block written out in
+    torch primitives computes (bias-free 3^d conv, affine InstanceNorm, LeakyReLU 0.01, twice), and a state dict of
+    that written-out block (the layout of the course's checkpoints before it used MONAI's block) loads into it."""
+    from torch import nn
+
+    from mmkd_helpers.models import ConvBlock
+
+    conv = (nn.Conv2d, nn.Conv3d)[spatial_dims - 2]
+    norm = (nn.InstanceNorm2d, nn.InstanceNorm3d)[spatial_dims - 2]
+    torch.manual_seed(0)
+    written_out = nn.Sequential(
+        conv(4, 8, 3, stride=stride, padding=1, bias=False, groups=groups), norm(8, affine=True), nn.LeakyReLU(0.01),
+        conv(8, 8, 3, padding=1, bias=False, groups=groups), norm(8, affine=True), nn.LeakyReLU(0.01))
+    for module in written_out:  # non-trivial affine parameters, so a swapped key would show
+        if isinstance(module, norm):
+            nn.init.normal_(module.weight)
+            nn.init.normal_(module.bias)
+    block = ConvBlock(spatial_dims, 4, 8, stride=stride, groups=groups)
+    block.load_state_dict(written_out.state_dict())  # strict: every key renamed, none left over
+    x = torch.randn(2, 4, *(8,) * spatial_dims)
+    assert torch.equal(block(x), written_out(x))
+    assert block(x).shape[2:] == (8 // stride,) * spatial_dims
+    assert not any(name.endswith("bias") and "conv" in name for name, _ in block.named_parameters())

@@ -32,18 +32,31 @@ def test_environment_yml_lists_the_same_dependencies_as_pyproject():
         assert requirement.replace(" ", "").split(name, 1)[-1] in conda[name].replace(" ", ""), (name, requirement, conda[name])
 
 
+README_BLOCKS = ("README browser", "README install", "README test", "README heavy")
+CI_PROLOGUE = ("set", "cd", "export")  # shell options, the clone's root, environment variables: no command of its own
+
+
+def _commands(lines) -> list:
+    return [line for line in lines if line.strip() and not line.lstrip().startswith("#")]
+
+
 def _block(text: str, marker: str) -> list:
-    match = re.search(rf"# BEGIN {marker}\n(.*?)# END {marker}", text, re.S)
-    assert match, f"no '{marker}' block"
-    return [line for line in match.group(1).splitlines() if line.strip() and not line.startswith("#")]
+    blocks = re.findall(rf"^# BEGIN {marker}\n(.*?)^# END {marker}$", text, re.S | re.M)
+    assert len(blocks) == 1, f"{len(blocks)} '{marker}' blocks, expected one"
+    return _commands(blocks[0].splitlines())
 
 
 def test_ci_runs_the_readme_commands_word_for_word():
-    """Each block CI runs is the README's block of the same name, line for line, in both directions."""
+    """Each block CI runs is the README's block of the same name, line for line, in both directions, and
+    outside those blocks CI only prepares its shell: it installs and tests with the README's commands alone."""
     readme = (ROOT / "README.md").read_text()
     ci = (ROOT / ".ci" / "run").read_text()
-    for marker in ("README browser", "README install", "README test", "README heavy"):
+    for marker in README_BLOCKS:
         assert _block(ci, marker) == _block(readme, marker), f"'{marker}': .ci/run and README.md differ"
+        assert _block(ci, marker), f"'{marker}' is empty"
+    outside = re.sub(r"^# BEGIN (README \w+)\n.*?^# END \1$", "", ci, flags=re.S | re.M)
+    extra = [line for line in _commands(outside.splitlines()) if line.split()[0] not in CI_PROLOGUE]
+    assert not extra, f".ci/run runs commands that are in no README block: {extra}"
     ci_order = [ci.index(f"# BEGIN README {m}") for m in ("install", "test", "heavy")]
     assert ci_order == sorted(ci_order), ".ci/run must install, then run the quick tier, then the heavy one"
 

@@ -23,7 +23,7 @@ def test_paper_tables_are_labelled_and_shaped_like_ours():
     table = paper_dice_table("lckd_table1", methods=["LCKD"])
     assert ("ET", "paper: LCKD") in table.columns and table.attrs["source"] == SOURCES["lckd_table1"]
     assert table.loc["T1ce", ("ET", "paper: LCKD")] == pytest.approx(75.65)
-    with pytest.raises(KeyError):
+    with pytest.raises(KeyError, match="no published table 'lckd_table9'; available: lckd_table1"):
         paper_results("lckd_table9")
 
 

@@ -72,12 +72,15 @@ def test_pmix_modality_ignores_absent_modalities_per_sample():
                           [0.0, 50.0, 50.0]])  # only the anchor present: nothing
     present = torch.tensor([[True, True, False], [True, True, True], [False, True, True], [True, False, False]])
     assert pmix_modality_loss(latents, 0, present).item() == pytest.approx((4 + 1 + 9) / 3)
-    assert pmix_modality_loss(latents, 0).item() != pytest.approx((4 + 1 + 9) / 3)
+    # all present, 8 pairs: (4 + 100) + (1 + 9) + (100² + 95²) + (50² + 50²) = 24139
+    assert pmix_modality_loss(latents, 0).item() == pytest.approx(24139 / 8)
     none = pmix_modality_loss(latents, 0, present=torch.tensor([[False, True, True]] * 4))
     assert none.item() == 0.0 and none.requires_grad
-    with pytest.raises(AssertionError, match="anchor"):
+    with pytest.raises(ValueError, match=r"anchor must be a modality index in \[0, 3\)"):
         pmix_modality_loss(latents, 3)
-    with pytest.raises(AssertionError, match="present"):
+    with pytest.raises(TypeError, match="anchor must be a modality index"):
+        pmix_modality_loss(latents, "t1ce")
+    with pytest.raises(ValueError, match=r"present must be \(N, M\) = \(4, 3\)"):
         pmix_modality_loss(latents, 0, present=torch.ones(4, 2, dtype=torch.bool))
 
 
@@ -100,13 +103,15 @@ def test_paper_and_code_forms_on_two_one_dimensional_modalities():
     assert pmix_mixture_loss(latents, w, "paper", anchor=1).item() == pytest.approx(1.0)
     # code: P = 0.25 · 0 + 0.75 · 2 = 1.5; mean of (0 − 1.5)² and (2 − 1.5)² = (2.25 + 0.25) / 2
     assert pmix_mixture_loss(latents, w, "code").item() == pytest.approx(1.25)
-    with pytest.raises(AssertionError, match="anchor"):
+    with pytest.raises(ValueError, match="needs the anchor modality"):
         pmix_mixture_loss(latents, w, "paper")
-    with pytest.raises(AssertionError, match="anchor"):
+    with pytest.raises(ValueError, match="takes no anchor"):
         pmix_mixture_loss(latents, w, "code", anchor=0)
-    with pytest.raises(AssertionError, match="form"):
+    with pytest.raises(ValueError, match="form must be one of"):
         pmix_mixture_loss(latents, w, "other")
-    with pytest.raises(AssertionError, match="non-negative"):
+    with pytest.raises(ValueError, match=r"weights must be \(M,\)"):
+        pmix_mixture_loss(latents, w[:1], "code")
+    with pytest.raises(ValueError, match="non-negative"):
         pmix_mixture_loss(latents, torch.tensor([-1.0, 2.0], dtype=torch.float64), "code")
 
 
@@ -200,9 +205,9 @@ def test_the_gaussian_latent_samples_in_training_and_is_the_mean_in_evaluation()
     assert not torch.equal(first(image).bottleneck, first(image).bottleneck)
     plain = build_model(small())
     assert plain(image).latent_mean is None and not any("latent" in key for key in plain.state_dict())
-    with pytest.raises(AssertionError, match="shared"):
+    with pytest.raises(ValueError, match="fusion='shared'"):
         ModelConfig(fusion="early", latent="gaussian")
-    with pytest.raises(AssertionError, match="latent_level"):
+    with pytest.raises(ValueError, match="latent_level must index"):
         ModelConfig(depth=3, latent_level=3)
 
 
@@ -219,11 +224,11 @@ def test_a_per_modality_stem_encodes_each_modality_with_its_own_first_block():
         changed[:, 3] = torch.randn(16, 16, 16)  # only T2 differs: only T2's latents move, at every level
         moved = [(a - b).abs().flatten(2).amax(-1)[0] > 1e-6 for a, b in zip(own(changed).features, features)]
         assert all(m.tolist() == [False, False, False, True] for m in moved)
-    stem = own.encoder[0][0]
+    stem = own.encoder[0].conv1.conv
     assert stem.groups == 4 and stem.weight.shape == (4 * 4, 1, 3, 3, 3)  # 4 modalities x 4 channels, 1 input each
-    with pytest.raises(AssertionError, match="stem"):
+    with pytest.raises(ValueError, match="stem must be one of"):
         ModelConfig(stem="separate")
-    with pytest.raises(AssertionError, match="shared"):
+    with pytest.raises(ValueError, match="fusion='shared'"):
         ModelConfig(fusion="early", stem="per_modality")
 
 
@@ -278,15 +283,28 @@ def test_the_mixture_weights_train_with_the_network_and_resume_exactly(tmp_path)
 
 
 def test_pmix_checks_the_network_it_aligns(tmp_path):
-    with pytest.raises(AssertionError, match="gaussian"):
+    with pytest.raises(ValueError, match="latent='gaussian'"):
         pmix_trainer(tmp_path, PMix("normal"))
     pmix_trainer(tmp_path, PMix("normal"), latent="gaussian").fit()
-    with pytest.raises(AssertionError, match="anchor"):
+    with pytest.raises(ValueError, match="anchor must be one of"):
         build_method("pmix", anchor="vae")
+    with pytest.raises(ValueError, match="level must index one of the 3 encoder levels"):
+        pmix_trainer(tmp_path, PMix("modality", level=3))
     early = build_model(ModelConfig(base_channels=4, depth=3, fusion="early", input_modalities=("t1",)))
     dataset = PatchDataset(toy_volumes(1), (16, 16, 16), drop_policy="none")
-    with pytest.raises(AssertionError, match="per-modality"):
+    with pytest.raises(ValueError, match="needs per-modality latents"):
         Trainer(early, dataset, TrainConfig(steps=1), PMix("modality"), progress=False)
+
+
+def test_pmix_options_are_checked():
+    for bad, message in [({"form": "draft"}, "form must be one of"), ({"modality": "pd"}, "modality must be one of"),
+                         ({"lam": -1.0}, "lam must be >= 0"), ({"log_every": 0}, "log_every must be >= 1")]:
+        with pytest.raises(ValueError, match=message):
+            build_method("pmix", **bad)
+    with pytest.raises(RuntimeError, match="only anchor='mixture' has weights"):
+        PMix("modality").weights()
+    with pytest.raises(ValueError, match="scale must hold 4 numbers"):
+        BottleneckScaled(build_model(small()), [1.0, 1.0])
 
 
 def test_weight_scaling_at_test_time_scales_the_aligned_latents_and_is_identity_for_uniform_weights():
@@ -304,7 +322,7 @@ def test_weight_scaling_at_test_time_scales_the_aligned_latents_and_is_identity_
             assert torch.allclose(scaled.features[0], expected, atol=1e-6)
             assert not torch.allclose(scaled.logits, plain.logits)
             assert torch.equal(model(image).logits, plain.logits)  # the hook is gone afterwards
-    with pytest.raises(AssertionError, match="non-negative"):
+    with pytest.raises(ValueError, match="non-negative"):
         WeightScaled(model, [1.0, -1.0, 0.0, 0.0])
 
 

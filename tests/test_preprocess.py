@@ -1,5 +1,6 @@
 """Brain crop, resampling, z-score and the atomic .npy cache with its manifest."""
 
+import errno
 import json
 import os
 
@@ -8,6 +9,7 @@ import pytest
 
 from mmkd_helpers import preprocess
 from mmkd_helpers.data import find_cases, read_case
+from mmkd_helpers.fileio import WriteError
 from mmkd_helpers.preprocess import (PreprocessConfig, brain_bbox, brain_mask, cache_cases, load_cached,
                                      preprocess_case, resample, zscore)
 
@@ -334,6 +336,31 @@ def test_interrupted_cache_write_leaves_no_partial_files(tmp_path, source, read_
     entries = cache_cases(refs, tmp_path / "cache", progress=False)
     assert read_counter == ["c1"]  # c0 survived the interruption and is reused
     assert load_cached(entries[1])[0].shape[1:] == entries[1]["shape"]
+
+
+def test_disk_full_while_caching_keeps_the_previous_arrays(tmp_path, source, monkeypatch):
+    refs = find_cases(source)
+    cache_cases(refs, tmp_path / "cache", progress=False)
+    root = tmp_path / "cache" / PreprocessConfig().key()
+    before = {p.name: p.read_bytes() for p in root.iterdir()}
+    flair = source / "c0" / "c0_flair.nii.gz"
+    os.utime(flair, ns=(flair.stat().st_atime_ns, flair.stat().st_mtime_ns + 2_000_000_000))  # c0 is rebuilt
+    real_save = np.save
+
+    def disk_full(file, array, *args, **kwargs):
+        file.write(b"\x93NUMPY partial")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(np, "save", disk_full)
+    with pytest.raises(WriteError) as error:
+        cache_cases(refs, tmp_path / "cache", progress=False)
+    assert str(error.value) == (f"{root / 'c0_image.npy'}: could not write (No space left on device); "
+                                "the previous file is unchanged")
+    assert {p.name: p.read_bytes() for p in root.iterdir()} == before  # arrays and manifest as they were
+    assert _leftovers(tmp_path / "cache") == []
+    monkeypatch.setattr(np, "save", real_save)
+    entries = cache_cases(refs, tmp_path / "cache", progress=False)  # space freed: c0 is rebuilt
+    np.testing.assert_array_equal(load_cached(entries[0])[0], preprocess_case(read_case(refs[0]))[0])
 
 
 def test_cache_cases_of_unlabelled_case(tmp_path, write_brats_case):

@@ -2,6 +2,7 @@
 
 import math
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -42,11 +43,15 @@ def test_the_paper_form_is_the_reverse_kl():
 
 
 def test_temperature_softens_and_t_squared_rescales():
+    """Eq. 1 at T = 2: the logits are divided by T before the softmax, and ``t_squared`` multiplies by T² = 4."""
     student, teacher = one_voxel_logits()
-    at_1 = pixel_kd_loss(student, teacher, temperature=1.0)
-    doubled = teacher.detach() * 2  # at T = 2 the teacher's softened distribution is again (0.75, 0.25)
-    assert pixel_kd_loss(student, doubled, temperature=2.0).item() == pytest.approx(at_1.item(), rel=1e-6)
-    assert pixel_kd_loss(student, doubled, temperature=2.0, t_squared=True).item() == pytest.approx(4 * at_1.item(), rel=1e-6)
+    doubled = teacher.detach() * 2  # (2 ln 3, 0) / 2 = (ln 3, 0): the teacher is again (0.75, 0.25); student (0.5, 0.5)
+    by_hand = (0.75 * math.log(0.75 / 0.5) + 0.25 * math.log(0.25 / 0.5)) / 2  # (0.30410 − 0.17329) / 2 = 0.06541
+    assert pixel_kd_loss(student, doubled, temperature=2.0).item() == pytest.approx(by_hand, rel=1e-6)
+    assert pixel_kd_loss(student, doubled, temperature=2.0, t_squared=True).item() == pytest.approx(4 * by_hand, rel=1e-6)
+    # unsoftened, the doubled teacher is (0.9, 0.1): (0.9 ln 1.8 + 0.1 ln 0.2) / 2 = (0.52901 − 0.16094) / 2
+    unsoftened = (0.9 * math.log(0.9 / 0.5) + 0.1 * math.log(0.1 / 0.5)) / 2
+    assert pixel_kd_loss(student, doubled, temperature=1.0).item() == pytest.approx(unsoftened, rel=1e-6)
 
 
 def test_kd_is_zero_for_equal_logits_and_never_trains_the_teacher():
@@ -54,8 +59,10 @@ def test_kd_is_zero_for_equal_logits_and_never_trains_the_teacher():
     assert pixel_kd_loss(teacher.detach(), teacher).item() == pytest.approx(0.0, abs=1e-7)
     pixel_kd_loss(student, teacher).backward()
     assert teacher.grad is None and student.grad.abs().sum() > 0
-    with pytest.raises(AssertionError, match="form"):
+    with pytest.raises(ValueError, match="form must be one of"):
         pixel_kd_loss(student, teacher, form="other")
+    with pytest.raises(ValueError, match="logits differ in shape"):
+        pixel_kd_loss(student, torch.zeros(1, 3, 1))
 
 
 # -- Eq. 2-3: prototypes and I²FV maps -------------------------------------------------------------------
@@ -66,6 +73,8 @@ def test_prototypes_are_class_means_and_absent_classes_are_flagged():
     assert prototypes[0, 0].tolist() == pytest.approx([2.0, 0.0], rel=1e-4)
     assert prototypes[0, 1].tolist() == pytest.approx([0.0, 3.0], rel=1e-4)
     assert prototypes[0, 2].tolist() == [0.0, 0.0] and present.tolist() == [[True, True, False]]
+    with pytest.raises(ValueError, match="must share N and spatial size"):
+        class_prototypes(features, torch.tensor([[0, 0, 1]]), num_classes=3)
 
 
 def test_similarity_maps_are_cosines_to_each_prototype():
@@ -124,6 +133,10 @@ def test_the_teacher_side_gets_no_gradient_and_nothing_kept_gives_zero():
     assert teacher.grad is None and student.grad.abs().sum() > 0
     none = prototype_kd_loss(student, teacher.detach(), torch.tensor([[0, 0]]), 2, include_background=False)
     assert none.item() == 0.0 and none.requires_grad
+    with pytest.raises(ValueError, match="absent must be one of"):
+        prototype_kd_loss(student, teacher, classes, 2, absent="class")
+    with pytest.raises(ValueError, match="features must share N and spatial size"):
+        prototype_kd_loss(student, teacher[..., :1], classes, 2)
 
 
 # -- the method in the engine ------------------------------------------------------------------------------
@@ -147,19 +160,32 @@ def test_protokd_adds_weighted_terms_and_freezes_the_teacher(tmp_path):
     terms = method.loss_terms(student, batch, output)
     with torch.no_grad():
         t = teacher(batch["image"])
-    assert terms["kd"].item() == pytest.approx(10 * pixel_kd_loss(output.logits, t.logits, 10.0).item(), rel=1e-5)
+    # α · Eq. 1 (code form, T = 10), re-derived in numpy: mean over (N, C, voxels) of p_t (log p_t − log p_s)
+    def log_softmax(logits):
+        z = logits.detach().double().numpy() / 10.0
+        z = z - z.max(axis=1, keepdims=True)
+        return z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+
+    log_p_s, log_p_t = log_softmax(output.logits), log_softmax(t.logits)
+    assert terms["kd"].item() == pytest.approx(10 * (np.exp(log_p_t) * (log_p_t - log_p_s)).mean(), rel=1e-5)
     no_proto = ProtoKD(teacher=teacher, beta=0.0)
     no_proto.teacher = load_teacher(teacher)
     assert set(no_proto.loss_terms(student, batch, output)) == {"kd"}
 
 
 def test_protokd_needs_a_teacher_and_class_heads(tmp_path):
-    with pytest.raises(AssertionError, match="teacher"):
+    with pytest.raises(ValueError, match="needs the option teacher"):
         build_method("protokd")
+    teacher = build_model(early("t1"))
+    for bad, message in [({"kd_form": "hinton"}, "kd_form must be one of"), ({"absent": "class"}, "absent must be"),
+                         ({"alpha": -1.0}, "alpha must be >= 0"), ({"beta": -0.1}, "beta must be >= 0"),
+                         ({"temperature": 0.0}, "temperature must be > 0")]:
+        with pytest.raises(ValueError, match=message):
+            build_method("protokd", teacher=teacher, **bad)
     regions = build_model(ModelConfig(base_channels=4, depth=3, fusion="early", input_modalities=("t1",)))
     dataset = PatchDataset(toy_volumes(1), (16, 16, 16), drop_policy="none")
-    with pytest.raises(AssertionError, match="classes"):
-        Trainer(regions, dataset, TrainConfig(steps=1), ProtoKD(teacher=build_model(early("t1"))), progress=False)
+    with pytest.raises(ValueError, match="need head='classes'"):
+        Trainer(regions, dataset, TrainConfig(steps=1), ProtoKD(teacher=teacher), progress=False)
 
 
 def test_a_teacher_checkpoint_file_is_loaded_and_named_in_the_options(tmp_path):
@@ -172,7 +198,7 @@ def test_a_teacher_checkpoint_file_is_loaded_and_named_in_the_options(tmp_path):
     method = ProtoKD(teacher=str(tmp_path / "teacher" / "last.pt"))
     assert method.options["teacher"].endswith("last.pt")
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
-    with pytest.raises(Exception):
+    with pytest.raises(ValueError, match="junk.pt: not a PyTorch checkpoint"):
         load_teacher(str(tmp_path / "junk.pt"))
     with pytest.raises(FileNotFoundError, match="missing.pt"):
         load_teacher(str(tmp_path / "missing.pt"))

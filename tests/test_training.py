@@ -5,8 +5,8 @@ import torch
 from mmkd_helpers.dataset import PatchDataset
 from mmkd_helpers.methods import Hook, Method
 from mmkd_helpers.models import ModelConfig, build_model
-from mmkd_helpers.training import StepSampler, TrainConfig, Trainer, configure_optimizer, lr_factor, parameter_groups, \
-    resolve_device
+from mmkd_helpers.training import StepSampler, TrainConfig, Trainer, TrainingDiverged, configure_optimizer, lr_factor, \
+    parameter_groups, resolve_device
 
 SMALL = ModelConfig(base_channels=4, depth=3)
 
@@ -104,6 +104,52 @@ def test_a_run_cannot_resume_as_another_method(tmp_path):
         make_trainer(tmp_path, steps=4).fit(resume=True)
 
 
+class DivergingMethod(Method):
+    """Adds a term that turns NaN at a given step."""
+
+    name = "diverging"
+
+    def __init__(self, at_step):
+        super().__init__()
+        self.at_step, self.calls = at_step, 0
+
+    def loss_terms(self, model, batch, output):
+        self.calls += 1
+        return {"extra": output.logits.sum() * 0 + (float("nan") if self.calls == self.at_step else 0.0)}
+
+
+def test_a_non_finite_loss_stops_the_run_and_keeps_the_last_checkpoint(tmp_path):
+    trainer = make_trainer(tmp_path, steps=6, method=DivergingMethod(at_step=4), checkpoint_every=2)
+    with pytest.raises(TrainingDiverged, match=r"not finite at step 4 \(seg [0-9.]+, extra nan\).*last.pt still holds"):
+        trainer.fit()
+    state = torch.load(tmp_path / "last.pt", weights_only=True)
+    assert state["step"] == 2 and all(torch.isfinite(v).all() for v in state["model"].values())
+    with pytest.raises(TrainingDiverged, match="no checkpoint was written"):
+        make_trainer(tmp_path / "none", steps=3, method=DivergingMethod(at_step=1)).fit()
+    assert not (tmp_path / "none" / "last.pt").exists()
+
+
+def test_resume_takes_the_schedule_from_the_config_and_refuses_another_data_stream(tmp_path):
+    make_trainer(tmp_path, steps=2, lr=1e-3).fit()
+    extended = make_trainer(tmp_path, steps=4, lr=2e-3)
+    history = extended.fit(resume=True)
+    assert list(history.step) == [1, 2, 3, 4] and extended.step == 4
+    assert history.lr.tolist()[2:] == pytest.approx([2e-3 * (1 - 3 / 4) ** 0.9, 0.0])
+    with pytest.raises(ValueError, match=r"keeps its batch_size, seed \(batch_size=2, seed=0\)"):
+        Trainer(build_model(SMALL), PatchDataset(toy_volumes(), (16, 16, 16)), TrainConfig(steps=8, batch_size=1, seed=1),
+                out_dir=tmp_path, device="cpu", progress=False).fit(resume=True)
+    with pytest.raises(ValueError, match="at step 4, beyond steps=3"):
+        make_trainer(tmp_path, steps=3).fit(resume=True)
+
+
+def test_train_config_refuses_bad_values():
+    for bad, words in [({"steps": 0}, "steps must be at least 1, got 0"), ({"lr": float("nan")}, "lr must be a positive"),
+                       ({"lr": -1.0}, "lr must be a positive"), ({"schedule": "step"}, "schedule must be one of"),
+                       ({"num_workers": -1}, "num_workers must be 0 or more")]:
+        with pytest.raises(ValueError, match=words):
+            TrainConfig(**bad)
+
+
 def test_step_sampler_splits_a_stream_between_processes():
     single = list(StepSampler(0, 3, 2, rank=0, world=1))
     assert single == [0, 1, 2, 3, 4, 5]
@@ -117,12 +163,17 @@ def test_learning_rate_schedules():
     assert lr_factor(50, 100, "poly") == pytest.approx(0.5 ** 0.9)
     assert lr_factor(50, 100, "cosine") == pytest.approx(0.5)
     assert lr_factor(70, 100, "constant") == 1.0
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="unknown schedule 'step'"):
         lr_factor(1, 10, "step")
 
 
 def test_device_resolution():
     assert resolve_device("cpu").type == "cpu"
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="device 'cuda:0': this PyTorch has no usable CUDA GPU"):
+            resolve_device("cuda:0")
+    with pytest.raises(ValueError, match="device 'tpu' is not a device name"):
+        resolve_device("tpu")
     expected = "cuda" if torch.cuda.is_available() else "cpu"
     if not torch.cuda.is_available() and getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
         expected = "mps"
@@ -150,8 +201,8 @@ def test_adam_decays_a_weight_the_loss_ignores_by_lr_per_step_and_adamw_by_lr_ti
         after[name] = (layer.weight.item(), layer.bias.item(), own.item())
     assert after["adam"] == pytest.approx((0.9, 1.0, 1.0), abs=1e-6)
     assert after["adamw"] == pytest.approx((0.999, 1.0, 1.0), abs=1e-7)
-    with pytest.raises(ValueError, match="unknown optimizer"):
-        configure_optimizer(layer, TrainConfig(optimizer="lamb"))
+    with pytest.raises(ValueError, match=r"optimizer must be one of \('adamw', 'adam', 'sgd'\), got 'lamb'"):
+        TrainConfig(optimizer="lamb")
 
 
 def test_weight_decay_goes_to_conv_weights_only():

@@ -45,9 +45,11 @@ def cross_modal_kd_loss(features: torch.Tensor, present: torch.Tensor, teachers,
     if p not in (1, 2):
         raise ValueError(f"p must be 1 or 2, got {p!r}")
     n, m = features.shape[:2]
-    assert present.shape == (n, m), f"present {tuple(present.shape)} does not match features {(n, m)}"
+    if tuple(present.shape) != (n, m):
+        raise ValueError(f"present must be (N, M) = {(n, m)} like features, got {tuple(present.shape)}")
     teachers = sorted(set(int(t) for t in teachers))
-    assert all(0 <= t < m for t in teachers), f"teacher indices {teachers} out of range for {m} modalities"
+    if not all(0 <= t < m for t in teachers):
+        raise ValueError(f"teachers must be modality indices in [0, {m}), got {teachers}")
     flat = features.float().flatten(2)  # (N, M, C*spatial); float32 even under autocast
     present = present.to(flat.device).bool()
     students = present & _student_mask(m, teachers, teach, flat.device)

@@ -38,12 +38,13 @@ PAPER_REPORTED_WEIGHTS = {"flair": 0.3055, "t1": 0.7759, "t1ce": 2.2055, "t2": 0
 
 def _present_mask(present, latents: torch.Tensor) -> torch.Tensor:
     """The (N, M) bool mask, all True by default, checked against the latents' first two dimensions."""
-    assert latents.dim() >= 3, f"latents must be (N, M, C, *spatial), got shape {tuple(latents.shape)}"
+    if latents.dim() < 3:
+        raise ValueError(f"latents must be (N, M, C, *spatial), got shape {tuple(latents.shape)}")
     if present is None:
         return torch.ones(latents.shape[:2], dtype=torch.bool, device=latents.device)
     present = torch.as_tensor(present, device=latents.device).bool()
-    assert present.shape == latents.shape[:2], \
-        f"present must be (N, M) = {tuple(latents.shape[:2])}, got {tuple(present.shape)}"
+    if present.shape != latents.shape[:2]:
+        raise ValueError(f"present must be (N, M) = {tuple(latents.shape[:2])}, got {tuple(present.shape)}")
     return present
 
 
@@ -56,8 +57,11 @@ def _masked_mean(values: torch.Tensor, keep: torch.Tensor, anchor: torch.Tensor)
 
 
 def _check_anchor(anchor, num_modalities: int) -> int:
-    assert isinstance(anchor, int) and 0 <= anchor < num_modalities, \
-        f"anchor must be a modality index in [0, {num_modalities}) (canonical order {MODALITIES}), got {anchor!r}"
+    message = f"anchor must be a modality index in [0, {num_modalities}) (canonical order {MODALITIES}), got {anchor!r}"
+    if not isinstance(anchor, int):
+        raise TypeError(message)
+    if not 0 <= anchor < num_modalities:
+        raise ValueError(message)
     return anchor
 
 
@@ -84,7 +88,8 @@ def gaussian_kl_standard_normal(mean: torch.Tensor, logvar: torch.Tensor) -> tor
 
 def _gaussian_kl(mean: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
     """The element-wise KL of :func:`gaussian_kl_standard_normal`, before any reduction."""
-    assert mean.shape == logvar.shape, f"mean {tuple(mean.shape)} and logvar {tuple(logvar.shape)} differ in shape"
+    if mean.shape != logvar.shape:
+        raise ValueError(f"mean {tuple(mean.shape)} and logvar {tuple(logvar.shape)} differ in shape")
     return 0.5 * (mean.pow(2) + logvar.exp() - logvar - 1.0)
 
 
@@ -93,7 +98,8 @@ def reparameterise(mean: torch.Tensor, logvar: torch.Tensor, generator: torch.Ge
 
     Differentiable in ``mean`` and ``logvar``; ``generator`` makes ε reproducible.
     """
-    assert mean.shape == logvar.shape, f"mean {tuple(mean.shape)} and logvar {tuple(logvar.shape)} differ in shape"
+    if mean.shape != logvar.shape:
+        raise ValueError(f"mean {tuple(mean.shape)} and logvar {tuple(logvar.shape)} differ in shape")
     eps = torch.randn(mean.shape, generator=generator, dtype=mean.dtype, device=mean.device)
     return mean + torch.exp(0.5 * logvar) * eps
 
@@ -106,8 +112,8 @@ def pmix_normal_loss(means: torch.Tensor, logvars: torch.Tensor, present=None) -
     (sample, modality) pairs. Absent modalities are excluded, unlike the draft, which divides by 4 always.
     Returns 0 (with a gradient path) when nothing is present.
     """
-    assert means.shape == logvars.shape, \
-        f"means {tuple(means.shape)} and logvars {tuple(logvars.shape)} differ in shape"
+    if means.shape != logvars.shape:
+        raise ValueError(f"means {tuple(means.shape)} and logvars {tuple(logvars.shape)} differ in shape")
     present = _present_mask(present, means)
     kl = _gaussian_kl(means, logvars).flatten(2).mean(-1)  # (N, M)
     return _masked_mean(kl, present, means)
@@ -187,25 +193,29 @@ def pmix_mixture_loss(latents: torch.Tensor, weights: torch.Tensor, form: str = 
 
     Returns 0 (with a gradient path) when no sample counts.
     """
-    assert form in PMIX_FORMS, f"form must be one of {PMIX_FORMS}, got {form!r}"
+    if form not in PMIX_FORMS:
+        raise ValueError(f"form must be one of {PMIX_FORMS}, got {form!r}")
     present = _present_mask(present, latents)
     n, m = latents.shape[:2]
-    assert weights.dim() in (1, 2) and weights.shape[-1] == m and (weights.dim() == 1 or weights.shape[0] == n), \
-        f"weights must be (M,) = ({m},) or (N, M) = ({n}, {m}), got {tuple(weights.shape)}"
-    assert bool((weights.detach() >= 0).all()), "weights must be non-negative: pass pmix_weights(raw), not raw"
+    if tuple(weights.shape) not in ((m,), (n, m)):
+        raise ValueError(f"weights must be (M,) = ({m},) or (N, M) = ({n}, {m}), got {tuple(weights.shape)}")
+    if not bool((weights.detach() >= 0).all()):
+        raise ValueError("weights must be non-negative: pass pmix_weights(raw), not raw")
     weights = weights.expand(n, m)
     flat = latents.flatten(2)  # (N, M, K)
     count = present.sum(1)
 
     if form == "paper":
-        assert anchor is not None, "form='paper' needs the anchor modality k (Σ_j w_j ‖Z_j − Z_k‖²)"
+        if anchor is None:
+            raise ValueError("form='paper' needs the anchor modality k (Σ_j w_j ‖Z_j − Z_k‖²)")
         k = _check_anchor(anchor, m)
         target = flat[:, k].detach() if detach_target else flat[:, k]
         mse = (flat - target[:, None]).pow(2).mean(-1)  # (N, M)
         per_sample = torch.where(present, weights * mse, torch.zeros_like(mse)).sum(1)
         keep = present[:, k] & (count >= 2)
     else:
-        assert anchor is None, "form='code' pulls every modality to the weighted mixture and takes no anchor"
+        if anchor is not None:
+            raise ValueError(f"form='code' pulls every modality to the weighted mixture and takes no anchor, got anchor={anchor!r}")
         w = torch.where(present, weights, torch.zeros_like(weights))
         w = w / w.sum(1, keepdim=True).clamp_min(torch.finfo(w.dtype).tiny)
         features = flat.detach() if detach_target else flat

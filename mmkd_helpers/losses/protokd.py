@@ -33,9 +33,11 @@ def pixel_kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, te
     multiplies by T² (Hinton's gradient rescaling), which the code omits; its α = 10 was tuned without it.
     The teacher's logits are detached. Logits are (N, C, *spatial).
     """
-    assert form in KD_FORMS, f"form must be one of {KD_FORMS}, got {form!r}"
-    assert student_logits.shape == teacher_logits.shape, \
-        f"student {tuple(student_logits.shape)} and teacher {tuple(teacher_logits.shape)} logits differ in shape"
+    if form not in KD_FORMS:
+        raise ValueError(f"form must be one of {KD_FORMS}, got {form!r}")
+    if student_logits.shape != teacher_logits.shape:
+        raise ValueError(f"student {tuple(student_logits.shape)} and teacher {tuple(teacher_logits.shape)} "
+                         f"logits differ in shape")
     log_p_s = F.log_softmax(student_logits / temperature, dim=1)
     log_p_t = F.log_softmax(teacher_logits.detach() / temperature, dim=1)
     if form == "code":
@@ -53,8 +55,9 @@ def class_prototypes(features: torch.Tensor, classes: torch.Tensor, num_classes:
     resolution. Returns ``(prototypes (N, K, C), present (N, K) bool)``; a class absent from a sample
     gets the zero vector there (the code's ε keeps the division finite).
     """
-    assert features.shape[0] == classes.shape[0] and features.shape[2:] == classes.shape[1:], \
-        f"features {tuple(features.shape)} and class map {tuple(classes.shape)} must share N and spatial size"
+    if features.shape[0] != classes.shape[0] or features.shape[2:] != classes.shape[1:]:
+        raise ValueError(f"features {tuple(features.shape)} and class map {tuple(classes.shape)} must share N "
+                         f"and spatial size")
     onehot = F.one_hot(classes.long(), num_classes).movedim(-1, 1).to(features.dtype)  # (N, K, *spatial)
     sums = torch.einsum("nk...,nc...->nkc", onehot, features)
     counts = onehot.flatten(2).sum(-1)
@@ -84,10 +87,12 @@ def prototype_kd_loss(student_features: torch.Tensor, teacher_features: torch.Te
     the classes that sample contains. ``inter_class=False`` is Table 3's "intra-class only" row: a voxel
     is compared with its own class's prototype only. Returns 0 (with a gradient path) if no class is kept.
     """
-    assert absent in ABSENT_POLICIES, f"absent must be one of {ABSENT_POLICIES}, got {absent!r}"
-    assert student_features.shape[0] == teacher_features.shape[0] and \
-        student_features.shape[2:] == teacher_features.shape[2:], \
-        f"student {tuple(student_features.shape)} and teacher {tuple(teacher_features.shape)} features differ"
+    if absent not in ABSENT_POLICIES:
+        raise ValueError(f"absent must be one of {ABSENT_POLICIES}, got {absent!r}")
+    if student_features.shape[0] != teacher_features.shape[0] or \
+            student_features.shape[2:] != teacher_features.shape[2:]:
+        raise ValueError(f"student {tuple(student_features.shape)} and teacher {tuple(teacher_features.shape)} "
+                         f"features must share N and spatial size")
     teacher_features = teacher_features.detach()
     proto_s, present = class_prototypes(student_features, classes, num_classes)
     proto_t, _ = class_prototypes(teacher_features, classes, num_classes)

@@ -60,12 +60,13 @@ def segmentation_loss(head: str = "regions", form: str = "dice_ce"):
     """Dice + cross-entropy, from MONAI.
 
     ``regions``: soft Dice (MONAI ``DiceLoss``) + binary cross-entropy (torch) on the 3 overlapping sigmoid
-    channels ET/TC/WT, the LCKD/MetaKD task loss. Not MONAI's ``DiceCELoss``: for more than one channel it
-    applies a softmax cross-entropy even with ``sigmoid=True``, which is wrong for overlapping regions.
-    The BCE is averaged over channels where the official code sums it, so it weighs
-    1/3 of the code's. ``classes``: soft Dice (per sample, plain denominator) + cross-entropy on the 4-class
-    softmax (RFNet, and the course's ProtoKD networks); ``form="protokd_code"`` is the ProtoKD code's
-    variant instead (:func:`protokd_code_loss`). Returns ``loss(logits, label)`` taking the BraTS label map.
+    channels ET/TC/WT, the LCKD/MetaKD task loss (the segmentation term of LCKD Eq. 7). Not MONAI's
+    ``DiceCELoss``: for more than one channel it applies a softmax cross-entropy even with ``sigmoid=True``,
+    which is wrong for overlapping regions. The BCE is averaged over channels where the official code sums it,
+    so it weighs 1/3 of the code's. ``classes``: soft Dice (per sample, plain denominator) + cross-entropy on
+    the 4-class softmax (RFNet, and the course's ProtoKD networks: the "CE + Dice" of ProtoKD Eq. 5);
+    ``form="protokd_code"`` is the ProtoKD code's variant instead (:func:`protokd_code_loss`). Returns
+    ``loss(logits, label)`` taking the BraTS label map.
     """
 
     if form not in SEG_LOSS_FORMS:

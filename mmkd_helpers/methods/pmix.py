@@ -53,10 +53,16 @@ class PMix(Method):
 
     def __init__(self, anchor: str = "mixture", lam: float = 1.0, modality: str = "t1ce", form: str = "paper",
                  detach_anchor: bool = True, level: int = 0, log_every: int = 50):
-        assert anchor in ANCHORS, f"anchor must be one of {ANCHORS}, got {anchor!r}"
-        assert form in PMIX_FORMS, f"form must be one of {PMIX_FORMS}, got {form!r}"
-        assert modality in MODALITIES, f"modality must be one of {MODALITIES}, got {modality!r}"
-        assert lam >= 0 and log_every >= 1
+        if anchor not in ANCHORS:
+            raise ValueError(f"pmix option anchor must be one of {ANCHORS}, got {anchor!r}")
+        if form not in PMIX_FORMS:
+            raise ValueError(f"pmix option form must be one of {PMIX_FORMS}, got {form!r}")
+        if modality not in MODALITIES:
+            raise ValueError(f"pmix option modality must be one of {MODALITIES}, got {modality!r}")
+        if lam < 0:
+            raise ValueError(f"pmix option lam must be >= 0, got {lam!r}")
+        if log_every < 1:
+            raise ValueError(f"pmix option log_every must be >= 1, got {log_every!r}")
         self.anchor, self.lam, self.form, self.detach_anchor, self.level = anchor, lam, form, detach_anchor, level
         self.k = MODALITIES.index(modality)
         self.log_every = log_every
@@ -67,12 +73,16 @@ class PMix(Method):
 
     def setup(self, trainer) -> None:
         config = trainer.model.config
-        assert config.fusion == "shared", "alignment needs per-modality latents Z_j: ModelConfig(fusion='shared')"
-        assert -config.depth <= self.level < config.depth, f"level must index one of the {config.depth} encoder levels"
-        assert self.anchor != "normal" or (config.latent == "gaussian"
-                                           and config.latent_level % config.depth == self.level % config.depth), \
-            f"P^N_mix needs mean / log-variance heads at the aligned level: " \
-            f"ModelConfig(latent='gaussian', latent_level={self.level})"
+        if config.fusion != "shared":
+            raise ValueError(f"alignment needs per-modality latents Z_j: ModelConfig(fusion='shared'), "
+                             f"got fusion={config.fusion!r}")
+        if not -config.depth <= self.level < config.depth:
+            raise ValueError(f"pmix option level must index one of the {config.depth} encoder levels, "
+                             f"got {self.level}")
+        if self.anchor == "normal" and not (config.latent == "gaussian"
+                                            and config.latent_level % config.depth == self.level % config.depth):
+            raise ValueError(f"P^N_mix needs mean / log-variance heads at the aligned level: "
+                             f"ModelConfig(latent='gaussian', latent_level={self.level})")
         if self.raw is not None:  # before the engine builds its optimiser around it
             self.raw = torch.nn.Parameter(self.raw.detach().to(trainer.device))
 
@@ -81,7 +91,8 @@ class PMix(Method):
 
     def weights(self) -> torch.Tensor:
         """The current P*_mix weights (softmax), canonical modality order, on the CPU."""
-        assert self.raw is not None, "only anchor='mixture' has weights"
+        if self.raw is None:
+            raise RuntimeError(f"only anchor='mixture' has weights, this PMix has anchor={self.anchor!r}")
         return pmix_weights(self.raw.detach()).cpu()
 
     def alignment_loss(self, output) -> torch.Tensor:
@@ -127,8 +138,8 @@ class BottleneckScaled(torch.nn.Module):
         super().__init__()
         self.model, self.config = model, model.config
         scale = torch.tensor(np.array(scale, dtype=np.float32))  # a copy: the caller may pass a read-only array
-        assert scale.shape == (model.config.num_modalities,), \
-            f"scale must hold {model.config.num_modalities} numbers, got {scale.tolist()}"
+        if scale.shape != (model.config.num_modalities,):
+            raise ValueError(f"scale must hold {model.config.num_modalities} numbers, got {scale.tolist()}")
         self.register_buffer("scale", scale)
 
     def forward(self, image: torch.Tensor, present: torch.Tensor | None = None):
@@ -148,8 +159,9 @@ class WeightScaled(torch.nn.Module):
         super().__init__()
         self.model, self.config = model, model.config
         weights = np.array(weights, dtype=np.float32)  # a copy: the caller may pass a read-only array
-        assert weights.shape == (model.config.num_modalities,) and bool((weights >= 0).all()) and weights.sum() > 0, \
-            f"weights must be {model.config.num_modalities} non-negative numbers, not all 0, got {weights.tolist()}"
+        if not (weights.shape == (model.config.num_modalities,) and bool((weights >= 0).all()) and weights.sum() > 0):
+            raise ValueError(f"weights must be {model.config.num_modalities} non-negative numbers, not all 0, "
+                             f"got {weights.tolist()}")
         self.level = level % model.config.depth
         self.register_buffer("scale", torch.from_numpy(weights / weights.sum() * len(weights)))
 

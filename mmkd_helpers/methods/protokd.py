@@ -64,10 +64,17 @@ class ProtoKD(Method):
     def __init__(self, teacher=None, alpha: float = 10.0, beta: float = 0.1, temperature: float = 10.0,
                  kd_form: str = "code", t_squared: bool = False, include_background: bool = True,
                  absent: str = "batch", inter_class: bool = True):
-        assert teacher is not None, "ProtoKD needs a teacher: a model, a shipped checkpoint name or a .pt file"
-        assert kd_form in KD_FORMS, f"kd_form must be one of {KD_FORMS}, got {kd_form!r}"
-        assert absent in ABSENT_POLICIES, f"absent must be one of {ABSENT_POLICIES}, got {absent!r}"
-        assert alpha >= 0 and beta >= 0 and temperature > 0
+        if teacher is None:
+            raise ValueError("ProtoKD needs the option teacher: a model, a shipped checkpoint name or a .pt file")
+        if kd_form not in KD_FORMS:
+            raise ValueError(f"protokd option kd_form must be one of {KD_FORMS}, got {kd_form!r}")
+        if absent not in ABSENT_POLICIES:
+            raise ValueError(f"protokd option absent must be one of {ABSENT_POLICIES}, got {absent!r}")
+        for option, value in (("alpha", alpha), ("beta", beta)):
+            if value < 0:
+                raise ValueError(f"protokd option {option} must be >= 0, got {value!r}")
+        if temperature <= 0:
+            raise ValueError(f"protokd option temperature must be > 0, got {temperature!r}")
         self.teacher_source = teacher
         self.options = {"alpha": alpha, "beta": beta, "temperature": temperature, "kd_form": kd_form,
                         "t_squared": t_squared, "include_background": include_background, "absent": absent,
@@ -79,8 +86,9 @@ class ProtoKD(Method):
     def setup(self, trainer) -> None:
         self.teacher = load_teacher(self.teacher_source, trainer.device)
         student = trainer.model.config
-        assert student.head == "classes" and self.teacher.config.head == "classes", \
-            "ProtoKD distils class distributions: teacher and student need head='classes'"
+        if student.head != "classes" or self.teacher.config.head != "classes":
+            raise ValueError(f"ProtoKD distils class distributions: teacher and student need head='classes', "
+                             f"got teacher {self.teacher.config.head!r} and student {student.head!r}")
 
     def loss_terms(self, model, batch: dict, output) -> dict:
         o = self.options
