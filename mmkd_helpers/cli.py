@@ -168,6 +168,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="maintainers: rewrite the shipped set in a source checkout's mmkd_helpers/pretrained")
     p = sub.add_parser("bench", help="measure phantom generation, training step time and memory")
     p.add_argument("--repeats", type=int, default=5)
+    p = sub.add_parser("student-copies", help="write the notebooks without their solutions, for learners")
+    p.add_argument("out", type=Path, help="folder for the copies (same file names)")
+    p.add_argument("--notebooks", type=Path, default=Path("notebooks"),
+                   help="the course's notebooks (default: %(default)s, in a clone of the repository)")
     return parser
 
 
@@ -423,6 +427,13 @@ def cmd_checkpoints(args) -> int:
         print(f"checkpoints -> {out_dir}; to use them instead of the shipped ones: export MMKD_PRETRAINED={out_dir}")
 
 
+def cmd_student_copies(args) -> int:
+    from .teaching import write_student_copies
+
+    written = write_student_copies(args.notebooks, args.out)
+    print(f"{len(written)} student copies (solutions removed, outputs cleared) -> {args.out}")
+
+
 def cmd_bench(args) -> int:
     from .bench import run_benchmarks
 
@@ -430,7 +441,8 @@ def cmd_bench(args) -> int:
 
 
 COMMANDS = {"phantom": cmd_phantom, "train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict,
-            "calibrate": cmd_calibrate, "checkpoints": cmd_checkpoints, "bench": cmd_bench}
+            "calibrate": cmd_calibrate, "checkpoints": cmd_checkpoints, "bench": cmd_bench,
+            "student-copies": cmd_student_copies}
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -202,6 +202,20 @@ def test_notebook_runs_at_its_default_parameters(notebook, tmp_path, kernel_env)
     print(f"{notebook.name} at its defaults: {elapsed:.1f} s")
 
 
+@pytest.mark.heavy
+@notebook_params
+def test_the_student_copy_runs_with_its_exercises_unsolved(notebook, tmp_path, kernel_env):
+    """The learner's copy (mmkd_helpers.teaching.student_copy: solutions out, prompts in) runs top to bottom on its
+    fast path: no later cell needs what a solution defined."""
+    from mmkd_helpers.teaching import student_copy
+
+    copy = tmp_path / "student" / notebook.name
+    copy.parent.mkdir()
+    copy.write_text(json.dumps(student_copy(json.loads(notebook.read_text(encoding="utf-8")))), encoding="utf-8")
+    elapsed = _run_papermill(copy, tmp_path, {"FAST": True})
+    print(f"student copy of {notebook.name}: {elapsed:.1f} s")
+
+
 @pytest.fixture(scope="session")
 def real_data_cache(tmp_path_factory) -> Path:
     """One data folder for every notebook's real-data run: the preprocessed cases are cached once."""
