@@ -249,6 +249,16 @@ def test_nbval_checked_outputs_match_the_committed_ones(tmp_path):
     assert not left, f"the notebooks wrote into notebooks/ {left}: write under MMKD_DATA_DIR or a temporary folder"
 
 
+def test_the_run_time_table_is_read_from_the_notebooks_metadata():
+    """notebooks/README.md's run times are those papermill recorded in each committed notebook, not typed."""
+    table = (NOTEBOOK_DIR / "README.md").read_text(encoding="utf-8").split("## Measured run times", 1)[1]
+    rows = dict(re.findall(r"^\| `(\d\d_\w+)` \| ([\d.]+) min \|", table, flags=re.M))
+    assert sorted(rows) == [p.stem for p in NOTEBOOKS], "one row per numbered notebook"
+    for notebook in NOTEBOOKS:
+        duration = json.loads(notebook.read_text(encoding="utf-8"))["metadata"]["papermill"]["duration"]
+        assert rows[notebook.stem] == f"{duration / 60:.1f}", (notebook.name, rows[notebook.stem], duration)
+
+
 def test_absolute_path_pattern():
     """The check above can fail: it finds machine paths, and not look-alikes."""
     for text in ("saved to /tmp/x.png", "/home/ann/data", "'/root/.cache/mmkd'", "at /work/main", "C:\\Users\\ann",
