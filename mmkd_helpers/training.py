@@ -171,17 +171,33 @@ def init_distributed():
     return (torch.distributed.get_rank() if world > 1 else 0), world
 
 
+def task_loss(model, form: str = "dice_ce"):
+    """The task loss ``loss(logits, label)`` the engine trains ``model`` with: the model's own when it defines
+    ``task_loss()`` (the AV-MNIST classifier: cross-entropy), else the segmentation loss of its head in the form
+    ``form`` (:func:`mmkd_helpers.losses.segmentation_loss`)."""
+    own = getattr(model, "task_loss", None)
+    return own() if own is not None else segmentation_loss(model.config.head, form)
+
+
 class Trainer:
     """Trains ``model`` on ``dataset`` with ``method``'s extra terms and hooks.
 
-    ``dataset`` yields dicts with ``image`` (4, *roi), ``label`` (*roi) and ``present`` (4,)
-    (:class:`mmkd_helpers.dataset.PatchDataset`). ``out_dir`` receives ``last.pt`` checkpoints;
-    ``fit(resume=True)`` continues from it exactly.
+    ``dataset`` yields dicts with ``image`` (M, *spatial), ``label`` and ``present`` (M,): BraTS patches
+    (:class:`mmkd_helpers.dataset.PatchDataset`: (4, *roi), label map (*roi)), or any stream of the same keys whose
+    item ``i`` is a function of ``i`` (:class:`mmkd_helpers.avmnist.AVMNISTStream`: packed image and audio, a
+    digit). The model is called as ``model(image, present)`` and returns a
+    :class:`~mmkd_helpers.models.ModelOutput`; the task loss is :func:`task_loss`'s, logged as ``seg`` (or the
+    model's ``task_term``). ``out_dir`` receives ``last.pt`` checkpoints; ``fit(resume=True)`` continues from it
+    exactly.
+
+    Held-out data for the methods' hooks: ``val_volumes`` (BraTS cases: teacher election, MetaKD's meta patches,
+    ``validate_every``), or ``val_dataset``, a stream like ``dataset`` (MetaKD's meta samples for a model that is
+    not a segmentation network).
     """
 
     def __init__(self, model, dataset, config: TrainConfig = TrainConfig(), method: Method | None = None,
                  out_dir=None, device: str = "auto", progress: bool = True, extra: dict | None = None,
-                 val_volumes=None):
+                 val_volumes=None, val_dataset=None):
         self.rank, self.world = init_distributed()
         self.device = resolve_device(device)
         self.model = model.to(self.device)
@@ -190,7 +206,9 @@ class Trainer:
         self.out_dir = Path(out_dir) if out_dir is not None else None
         self.extra = extra or {}  # plain values saved with every checkpoint (e.g. the data split)
         self.val_volumes = list(val_volumes or [])  # (case_id, images, label): for hooks (teacher election, meta steps)
-        self.seg_loss = segmentation_loss(model.config.head, config.seg_loss)
+        self.val_dataset = val_dataset  # a sample stream like `dataset`, for hooks of models without volumes
+        self.seg_loss = task_loss(model, config.seg_loss)  # the task loss (segmentation for the MRI networks)
+        self.task_term = getattr(model, "task_term", "seg")
         self.use_amp = config.amp and self.device.type == "cuda"
         self.amp_dtype = torch.bfloat16 if self.use_amp and torch.cuda.is_bf16_supported() else torch.float16
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp and self.amp_dtype == torch.float16)
@@ -237,7 +255,7 @@ class Trainer:
             batch = {k: v.to(self.device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
             with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.use_amp):
                 output = self.train_model(batch["image"], batch["present"])
-                terms = {"seg": self.seg_loss(output.logits.float(), batch["label"])}
+                terms = {self.task_term: self.seg_loss(output.logits.float(), batch["label"])}
                 terms.update(self.method.loss_terms(self.model, batch, output))
                 loss = sum(terms.values())
             if not self.all_finite(loss):

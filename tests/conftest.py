@@ -10,6 +10,10 @@ REAL_BRATS = Path(__file__).parents[1].parent / "shared/data/brats2018_sample"
 """Ten real BraTS 2018 cases beside the repository (``../shared/data``, the maintainers' copy: not redistributable);
 tests that need them skip when absent, and fail in CI."""
 
+REAL_AVMNIST = Path(__file__).parents[1].parent / "shared/data/avmnist"
+"""MNIST's t10k files and the FSDD recordings beside the repository (the maintainers' copy), from which
+``data_download.avmnist.build`` pairs AV-MNIST; tests that need it skip when absent, and fail in CI."""
+
 IN_CI = os.environ.get("CI", "").lower() == "true"
 
 
@@ -91,3 +95,16 @@ def real_brats() -> Path:
 def make_brats_arrays_fixture():
     """The function ``make_brats_arrays(shape=(24, 24, 20), seed=0)`` -> dict of the arrays a case is made of."""
     return make_brats_arrays
+
+
+@pytest.fixture(scope="session")
+def avmnist_data_root(tmp_path_factory) -> Path:
+    """A data root (what ``$MMKD_DATA_DIR`` points at) holding ``avmnist/paired``, built once per session from the
+    real MNIST + FSDD copy beside the repository; the test is skipped when that copy is absent (failed in CI)."""
+    if not (REAL_AVMNIST / "mnist").is_dir() or not (REAL_AVMNIST / "fsdd" / "recordings").is_dir():
+        skip_or_fail_in_ci(f"real MNIST + FSDD not available at {REAL_AVMNIST}")
+    from data_download.avmnist import build
+
+    root = tmp_path_factory.mktemp("avmnist-data")
+    build(REAL_AVMNIST, root / "avmnist" / "paired")
+    return root

@@ -28,6 +28,10 @@ from conftest import REAL_BRATS, skip_or_fail_in_ci
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK_DIR = ROOT / "notebooks"
 NOTEBOOKS = sorted(NOTEBOOK_DIR.glob("[0-9][0-9]_*.ipynb"))
+AVMNIST_NOTEBOOKS = [p for p in NOTEBOOKS if p.name.startswith("09_")]
+"""Notebooks on AV-MNIST rather than BraTS: no phantom of their data exists, so they run on the real MNIST + FSDD
+beside the repository (skipped when absent, failed in CI), and once without any data (one clear message)."""
+BRATS_NOTEBOOKS = [p for p in NOTEBOOKS if p not in AVMNIST_NOTEBOOKS]
 SANITIZE = Path(__file__).with_name("nbval_sanitize.cfg")
 CELL_TIMEOUT = 300  # seconds per cell: papermill's default is "forever"
 FAST_BUDGET = 120  # seconds for one whole notebook on its fast path (the course promises < 1 min)
@@ -39,6 +43,8 @@ ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 BINARY_MIME = ("image/", "application/vnd.jupyter.widget")
 
 notebook_params = pytest.mark.parametrize("notebook", NOTEBOOKS, ids=[p.name for p in NOTEBOOKS])
+brats_notebook_params = pytest.mark.parametrize("notebook", BRATS_NOTEBOOKS, ids=[p.name for p in BRATS_NOTEBOOKS])
+avmnist_notebook_params = pytest.mark.parametrize("notebook", AVMNIST_NOTEBOOKS, ids=[p.name for p in AVMNIST_NOTEBOOKS])
 
 
 def _read(path: Path):
@@ -181,7 +187,7 @@ def test_checked_cells_show_no_widget(notebook):
 
 # --- execution -------------------------------------------------------------------------------------------
 
-@notebook_params
+@brats_notebook_params
 def test_notebook_runs_fast_on_phantom_data(notebook, tmp_path, kernel_env):
     elapsed = _run_papermill(notebook, tmp_path, {"FAST": True})
     print(f"{notebook.name}: {elapsed:.1f} s")
@@ -204,10 +210,13 @@ def test_notebook_runs_at_its_default_parameters(notebook, tmp_path, kernel_env)
 
 @pytest.mark.heavy
 @notebook_params
-def test_the_student_copy_runs_with_its_exercises_unsolved(notebook, tmp_path, kernel_env):
+def test_the_student_copy_runs_with_its_exercises_unsolved(notebook, tmp_path, kernel_env, request, monkeypatch):
     """The learner's copy (mmkd_helpers.teaching.student_copy: solutions out, prompts in) runs top to bottom on its
     fast path: no later cell needs what a solution defined."""
     from mmkd_helpers.teaching import student_copy
+
+    if notebook in AVMNIST_NOTEBOOKS:
+        monkeypatch.setenv("MMKD_DATA_DIR", str(request.getfixturevalue("avmnist_data_root")))
 
     copy = tmp_path / "student" / notebook.name
     copy.parent.mkdir()
@@ -222,7 +231,7 @@ def real_data_cache(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("mmkd-real-data")
 
 
-@notebook_params
+@brats_notebook_params
 def test_notebook_runs_fast_on_real_brats(notebook, tmp_path, kernel_env, real_data_cache, monkeypatch):
     if not REAL_BRATS.is_dir() or not any(REAL_BRATS.iterdir()):
         skip_or_fail_in_ci(f"real BraTS sample not available at {REAL_BRATS}")
@@ -231,22 +240,56 @@ def test_notebook_runs_fast_on_real_brats(notebook, tmp_path, kernel_env, real_d
     print(f"{notebook.name} on real BraTS: {elapsed:.1f} s")
 
 
-@pytest.mark.timeout(CELL_TIMEOUT * max(2, len(NOTEBOOKS)) + 60)
-def test_nbval_checked_outputs_match_the_committed_ones(tmp_path):
-    assert NOTEBOOKS, "no numbered notebooks (notebooks/NN_*.ipynb)"
+def _run_nbval(notebooks, data_dir: Path):
     env = {k: v for k, v in os.environ.items() if k not in ("MPLBACKEND", "PYTEST_ADDOPTS")}
-    env.update(MMKD_FAST="1", MMKD_DATA_DIR=str(tmp_path / "mmkd-data"))
+    env.update(MMKD_FAST="1", MMKD_DATA_DIR=str(data_dir))
     command = [sys.executable, "-m", "pytest", "--nbval-lax", "--nbval-current-env", "-p", "no:cacheprovider",
                "--nbval-cell-timeout", str(CELL_TIMEOUT), "--nbval-sanitize-with", str(SANITIZE),
-               "-q", "-rfE", *(str(p.relative_to(ROOT)) for p in NOTEBOOKS)]
+               "-q", "-rfE", *(str(p.relative_to(ROOT)) for p in notebooks)]
     before = _files(NOTEBOOK_DIR)
     result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True,
-                            timeout=CELL_TIMEOUT * max(2, len(NOTEBOOKS)))
+                            timeout=CELL_TIMEOUT * max(2, len(notebooks)))
     output = ANSI.sub("", result.stdout + result.stderr)
     assert result.returncode == 0, f"nbval failed ({' '.join(command[2:])}), exit {result.returncode}:\n{output[-20000:]}"
     assert re.search(r"\b\d+ passed\b", output), output[-5000:]
     left = sorted(str(p) for p in _files(NOTEBOOK_DIR) - before)
     assert not left, f"the notebooks wrote into notebooks/ {left}: write under MMKD_DATA_DIR or a temporary folder"
+
+
+@pytest.mark.timeout(CELL_TIMEOUT * max(2, len(BRATS_NOTEBOOKS)) + 60)
+def test_nbval_checked_outputs_match_the_committed_ones(tmp_path):
+    assert BRATS_NOTEBOOKS, "no numbered notebooks (notebooks/NN_*.ipynb)"
+    _run_nbval(BRATS_NOTEBOOKS, tmp_path / "mmkd-data")
+
+
+# --- AV-MNIST notebooks: the real MNIST + FSDD, or no data at all ----------------------------------------------
+
+@avmnist_notebook_params
+def test_avmnist_notebook_runs_fast_on_real_data(notebook, tmp_path, kernel_env, avmnist_data_root, monkeypatch):
+    monkeypatch.setenv("MMKD_DATA_DIR", str(avmnist_data_root))
+    elapsed = _run_papermill(notebook, tmp_path, {"FAST": True})
+    print(f"{notebook.name} on AV-MNIST: {elapsed:.1f} s")
+
+
+@avmnist_notebook_params
+def test_avmnist_notebook_without_data_stops_with_the_build_command(notebook, tmp_path, kernel_env):
+    """No AV-MNIST folder: the first code cell that reads data stops with one line naming the command that builds
+    it (IPython shows it without a traceback), and nothing after it runs."""
+    import papermill
+
+    with pytest.raises(papermill.PapermillExecutionError) as error:
+        papermill.execute_notebook(str(notebook), str(tmp_path / notebook.name), parameters={"FAST": True},
+                                   kernel_name=KERNEL, cwd=str(NOTEBOOK_DIR), execution_timeout=CELL_TIMEOUT,
+                                   progress_bar=False, request_save_on_cell_execute=False)
+    assert error.value.ename == "AVMNISTNotFound"
+    assert "python -m data_download avmnist --build" in error.value.evalue
+    trace = ANSI.sub("", "\n".join(error.value.traceback))
+    assert len(trace.strip().splitlines()) == 1, trace
+
+
+@pytest.mark.timeout(CELL_TIMEOUT * 2 + 60)
+def test_nbval_checked_outputs_match_the_committed_ones_on_avmnist(avmnist_data_root):
+    _run_nbval(AVMNIST_NOTEBOOKS, avmnist_data_root)
 
 
 def test_the_run_time_table_is_read_from_the_notebooks_metadata():

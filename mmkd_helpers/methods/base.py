@@ -7,9 +7,11 @@ the engine's optimiser trains with the model's. Its state is saved in every
 checkpoint, so a resumed run continues exactly.
 
 What a method may use of the engine (the :class:`~mmkd_helpers.training.Trainer` its hooks receive):
-``model``, ``device``, ``dataset`` (the training patches, with its ``roi_size``), ``val_volumes`` (held-out
-cases for elections and meta steps), ``config.batch_size``, ``lr`` and ``first_unseen_sample``. Anything else of
-the trainer is the engine's own and may change.
+``model``, ``device``, ``dataset`` (the training patches, with its ``roi_size``, or another sample stream),
+``val_volumes`` (held-out cases for elections and meta steps), ``val_dataset`` (held-out samples as a stream, for
+models that are not segmentation networks), ``seg_loss`` (the task loss: segmentation, or the model's own),
+``config.batch_size``, ``lr`` and ``first_unseen_sample``. Anything else of the trainer is the engine's own and may
+change.
 """
 
 from dataclasses import dataclass
@@ -24,7 +26,7 @@ class Hook:
 
 
 class Method:
-    """The baseline: segmentation loss only, no distillation."""
+    """The baseline: the task loss only (segmentation, or the model's own), no distillation."""
 
     name = "baseline"
 
@@ -40,7 +42,7 @@ class Method:
         """Called once at step 0 of a new run (not on resume); what it returns is logged as step 0."""
 
     def loss_terms(self, model, batch: dict, output) -> dict:
-        """Extra loss terms {name: weighted scalar tensor}, added to the segmentation loss."""
+        """Extra loss terms {name: weighted scalar tensor}, added to the task loss."""
         return {}
 
     def hooks(self) -> list:

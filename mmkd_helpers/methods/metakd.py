@@ -35,6 +35,14 @@ normalised IWV (Eq. 4, outer problem). Two ways of learning w are offered:
     per-step bi-level schedule.
 
 Inference never uses w (as in the code): the IWV shapes the model only through the distillation weights.
+
+**Beyond segmentation** (the paper's classification experiments, Sec. 4.2-4.3): nothing here is specific to
+BraTS. The distilled features are the model output's ``bottleneck`` (the per-modality features before filling,
+(N, M, C, ...)), the task and meta loss is the trainer's (the model's own when it brings one: cross-entropy for
+:class:`mmkd_helpers.avmnist.AVMNISTNet`), and the meta samples come from the trainer's ``val_dataset`` when it
+has one -- any stream of ``image``/``label``/``present`` dicts whose item ``i`` is a function of ``i``, with all
+modalities present, as the code's meta patches -- and are cropped from ``val_volumes`` otherwise.
+``modalities`` names the IWV's entries (the four MRI modalities by default; ``("image", "audio")`` for AV-MNIST).
 """
 
 import time
@@ -71,7 +79,8 @@ def derived_seed(seed: int, stream: int) -> int:
 
 
 def collate(dataset, start: int, count: int, device) -> dict:
-    """Items ``start .. start+count-1`` of a :class:`PatchDataset` as a batch on ``device``."""
+    """Items ``start .. start+count-1`` of a sample stream (a :class:`PatchDataset`, an AV-MNIST stream) as a batch
+    on ``device``."""
     batch = default_collate([dataset[index] for index in range(start, start + count)])
     return {key: batch[key].to(device) for key in ("image", "label", "present")}
 
@@ -92,15 +101,17 @@ class MetaKD(Method):
       uniform, by about ``meta_lr`` per step whenever the meta-gradient is smaller than the decay term;
       notebook 05 has an exercise that measures what the code's value does.
     * ``init`` ("uniform"): U[0, 1) as the code, or "ones"; ``seed`` (0): for the init and the meta patches.
-    * ``meta_batch_size`` (1): validation patches per meta forward (the code: 1).
-    * ``meta_roi`` (None): validation patch size; None takes the training crop.
+    * ``meta_batch_size`` (1): validation patches (samples) per meta forward (the code: 1).
+    * ``meta_roi`` (None): validation patch size; None takes the training crop (BraTS only).
+    * ``modalities`` (None): the names of the IWV's entries, in the model's modality order; None: the four MRI
+      modalities. Saved in the options only when given, so the MRI runs' options are as before.
     """
 
     name = "metakd"
 
     def __init__(self, alpha: float = 0.1, p: int = 1, normalisation: str = "softmax", meta: str = "alternating",
                  meta_every: int = 100, meta_steps: int = 20, meta_lr: float = 1e-2, meta_weight_decay: float = 0.0,
-                 init: str = "uniform", seed: int = 0, meta_batch_size: int = 1, meta_roi=None):
+                 init: str = "uniform", seed: int = 0, meta_batch_size: int = 1, meta_roi=None, modalities=None):
         if normalisation not in IWV_NORMALISATIONS:
             raise ValueError(f"unknown normalisation {normalisation!r}; choose from {IWV_NORMALISATIONS}")
         if meta not in META_SCHEMES:
@@ -109,6 +120,10 @@ class MetaKD(Method):
             raise ValueError(f"p must be 1 (L1, the code) or 2 (MSE), got {p!r}")
         if min(meta_every, meta_steps, meta_batch_size) < 1:
             raise ValueError("meta_every, meta_steps and meta_batch_size must be at least 1")
+        if modalities is not None and (isinstance(modalities, str) or len(modalities) < 2
+                                       or len(set(modalities)) != len(modalities)):
+            raise ValueError(f"modalities must name two or more distinct modalities, got {modalities!r}")
+        self.modality_names = tuple(modalities) if modalities is not None else MODALITY_NAMES
         self.alpha, self.p, self.normalisation, self.meta = alpha, p, normalisation, meta
         self.meta_every, self.meta_steps, self.meta_batch_size = meta_every, meta_steps, meta_batch_size
         self.seed = seed
@@ -117,7 +132,9 @@ class MetaKD(Method):
                         "meta_every": meta_every, "meta_steps": meta_steps, "meta_lr": meta_lr,
                         "meta_weight_decay": meta_weight_decay, "init": init, "seed": seed,
                         "meta_batch_size": meta_batch_size, "meta_roi": self.meta_roi and list(self.meta_roi)}
-        self.raw = torch.nn.Parameter(initial_iwv(init, seed))
+        if modalities is not None:
+            self.options["modalities"] = list(self.modality_names)
+        self.raw = torch.nn.Parameter(initial_iwv(init, seed, len(self.modality_names)))
         self.meta_optimizer = torch.optim.Adam([self.raw], lr=meta_lr, weight_decay=meta_weight_decay)
         self.meta_index = 0  # next item of the meta (validation) patch stream
         self.lookahead_index = 0  # bilevel: next item past the training stream, for the look-ahead batches
@@ -131,21 +148,30 @@ class MetaKD(Method):
 
     def log_entry(self, step: int) -> dict:
         weights = self.iwv().detach().cpu().tolist()
-        return {"step": step, **{f"w_{name}": w for name, w in zip(MODALITY_NAMES, weights)}}
+        return {"step": step, **{f"w_{name}": w for name, w in zip(self.modality_names, weights)}}
 
     # -- the Method API ---------------------------------------------------------------------------------
     def setup(self, trainer) -> None:
-        """Builds the meta patch stream from ``trainer.val_volumes`` and moves the IWV to the device.
+        """Builds the meta sample stream and moves the IWV to the device.
 
-        As the code: held-out cases, cropped and augmented like the training patches,
-        always with all four modalities.
+        ``trainer.val_dataset`` when given is the stream itself. Otherwise, as the code: held-out cases
+        (``trainer.val_volumes``), cropped and augmented like the training patches, always with all four modalities.
         """
-        if not trainer.val_volumes:
-            raise ValueError("MetaKD's meta step needs held-out cases: give the Trainer val_volumes")
-        source = trainer.dataset
-        self.meta_data = PatchDataset([(images, label) for _, images, label in trainer.val_volumes],
-                                      self.meta_roi or source.roi_size, fg_prob=source.fg_prob, flip=source.flip,
-                                      intensity=source.intensity, drop_policy="none", seed=derived_seed(self.seed, 1))
+        modalities = getattr(trainer.model.config, "num_modalities", len(self.modality_names))
+        if modalities != len(self.modality_names):
+            raise ValueError(f"the model has {modalities} modalities, the IWV {len(self.modality_names)} "
+                             f"({', '.join(self.modality_names)}): give MetaKD(modalities=...) the model's")
+        if getattr(trainer, "val_dataset", None) is not None:
+            self.meta_data = trainer.val_dataset
+        elif not trainer.val_volumes:
+            raise ValueError("MetaKD's meta step needs held-out data: give the Trainer val_volumes (BraTS cases) "
+                             "or a val_dataset (a sample stream with all modalities present)")
+        else:
+            source = trainer.dataset
+            self.meta_data = PatchDataset([(images, label) for _, images, label in trainer.val_volumes],
+                                          self.meta_roi or source.roi_size, fg_prob=source.fg_prob, flip=source.flip,
+                                          intensity=source.intensity, drop_policy="none",
+                                          seed=derived_seed(self.seed, 1))
         self.raw.data = self.raw.data.to(trainer.device)
         # Reloading casts any Adam state already there (a state loaded before setup) to the new device.
         self.meta_optimizer.load_state_dict(self.meta_optimizer.state_dict())
@@ -186,8 +212,8 @@ class MetaKD(Method):
         return batch
 
     def meta_loss(self, trainer, params: dict) -> torch.Tensor:
-        """ℓ_meta of Eq. 4 (outer): the task loss on a validation patch with all modalities, each
-        bottleneck feature scaled by w_i, with the network's parameters ``params``.
+        """ℓ_meta of Eq. 4 (outer): the task loss (the trainer's) on a validation patch (sample) with all
+        modalities, each bottleneck feature scaled by w_i, with the network's parameters ``params``.
 
         Runs in float32: the meta step has no gradient scaler, and it is rare enough not to matter.
         """

@@ -1,6 +1,7 @@
 """Results as the papers published them -- never ours. Shown beside our measurements, always labelled.
 
-Each table is a CSV file beside this module (long format: combination, region, method, dice in %; the
+Each table is a CSV file beside this module (long format: combination, region, method, dice in %; MetaKD's
+AV-MNIST Table 3 is keyed by missing modality and rate, with accuracy in %; the
 ProtoKD ablations have one column per ablated choice instead, and Mind the Gap's Table I is keyed by
 modality, student recipe and teacher), and :data:`SOURCES` says where it comes
 from. The combinations use the package's names (e.g. "FLAIR+T1ce").
@@ -22,6 +23,10 @@ SOURCES = {
     "metakd_table1": "MetaKD paper (Wang et al., 'Meta-Learned Modality-Weighted Knowledge Distillation for "
                      "Robust Multi-Modal Learning with Missing Data', arXiv 2405.07155), Table 1: BraTS 2018, "
                      "Dice (%), non-dedicated training",
+    "metakd_table3": "MetaKD paper (arXiv 2405.07155), Table 3: AV-MNIST, test accuracy (%) of training with one "
+                     "modality available for only `rate` % of the training samples: (a) missing audio "
+                     "(missing=audio, tested on images alone), (b) missing visual (missing=image, tested on audio "
+                     "alone); LowerB a single-modality LeNet, UpperB trained and tested with both modalities",
     "lckd_table2": "LCKD paper (Wang et al., MICCAI 2023), Table 2: LCKD-s (single teacher) vs LCKD-m "
                    "(multi-teacher), BraTS 2018, Dice (%)",
     "protokd_table1": "ProtoKD paper (Shuai Wang et al., 'Prototype Knowledge Distillation for Medical "
