@@ -1,5 +1,8 @@
 """Benchmarks (``mmkd bench``): figures printed, never asserted. Medians over repeats; machines are noisy."""
 
+import ctypes
+import ctypes.util
+import gc
 import json
 import resource
 import statistics
@@ -9,9 +12,11 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+import pandas as pd
 import torch
 
 from .constants import COMBINATIONS
+from .checkpoints import RUNS, run_config
 from .course import CourseConfig, course_trainer, ensure_phantom, load_data
 from .evaluation import predict_combinations
 from .losses import segmentation_loss
@@ -142,3 +147,115 @@ def method_cost(method: str, options: dict | None = None, steps: int = 40) -> di
             f"print(json.dumps(_method_cost({method!r}, {options or {}!r}, {steps})))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def _status_mib(field: str) -> float | None:
+    status = Path("/proc/self/status")
+    if status.exists():
+        for line in status.read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024
+    return None
+
+
+def current_rss_mib() -> float:
+    """Resident memory of this process now, in MiB (Linux; elsewhere the peak, :func:`peak_rss_mib`)."""
+    value = _status_mib("VmRSS")
+    return peak_rss_mib() if value is None else value
+
+
+def reset_peak_rss() -> bool:
+    """Set this process's peak resident memory back to its current size, so that the next :func:`peak_rss_mib`
+    covers only what follows (Linux 4.0 and later: ``/proc/self/clear_refs``). Freed memory is first handed back
+    to the system (``malloc_trim``), so that one measurement does not hide in the next one's reused heap. Returns
+    False where the peak cannot be reset (macOS, Windows): the peak then covers the process's whole life."""
+
+    gc.collect()
+    libc = ctypes.util.find_library("c")
+    if libc and sys.platform.startswith("linux"):
+        try:
+            ctypes.CDLL(libc).malloc_trim(0)
+        except (OSError, AttributeError):
+            pass
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        return False
+    return True
+
+
+def _hooked_trainer(name: str, config, data: dict, device: str):
+    """A course trainer for the run ``name`` of :data:`~mmkd_helpers.checkpoints.RUNS`, its teacher (if any) a
+    fresh network of the teacher run's architecture: what a step costs does not depend on the teacher's weights."""
+    run = RUNS[name]
+    options = dict(run["options"])
+    if "teacher" in run:
+        torch.manual_seed(0)
+        options["teacher"] = build_model(run_config(run["teacher"], config).model)
+    return course_trainer(run_config(name, config), data, build_method(run["method"], **options), device=device,
+                          progress=False)
+
+
+def run_costs(names, config, data: dict, rounds: int = 3, election_cases: int = 2, meta_steps: int = 2,
+              device: str = "cpu"):
+    """What training the runs ``names`` of :data:`~mmkd_helpers.checkpoints.RUNS` costs, measured in this process
+    on ``data`` with ``config`` (the course configuration; each run applies its own changes).
+
+    After one throwaway step, per run, one after the other: a trainer is built, one step taken (warm-up), each of the method's hooks called
+    once and timed (LCKD's teacher election on ``election_cases`` validation cases, scaled to all of them; MetaKD's
+    alternating phase with ``meta_steps`` of its meta steps, scaled to all of them; its look-ahead), and the peak resident memory above what the process held before is read
+    (:func:`reset_peak_rss`; NaN where it cannot be reset). Then ``rounds`` rounds take one more step of every run,
+    in an order that rotates from round to round, so that a machine whose load drifts favours no run: the median
+    of the engine's step time (forward, backward, optimiser; the ``seconds`` column of the training history) is
+    the step time. A DataFrame, one row per run: ``step_s``, ``steps`` (the run's budget), ``hook``, ``hook_s``
+    (one call), ``hook_every``, ``hook_s_per_step`` (amortised over its schedule), ``seconds_per_step``
+    (``step_s`` + ``hook_s_per_step``), ``train_s`` (the budget at that rate), ``peak_mib``, ``parameters``.
+    Figures of a shared machine: read the ratios between runs, not the absolute values.
+    """
+
+    names = list(names)
+    if names:  # a throwaway step first: the libraries' one-off allocations (thread pools, buffers) then count in no run
+        _hooked_trainer(names[0], config, data, device).fit(stop_at=1)
+    trainers, rows = {}, {}
+    for name in names:
+        resettable = reset_peak_rss()
+        resting = current_rss_mib()
+        trainer = _hooked_trainer(name, config, data, device)
+        trainer.fit(stop_at=1)
+        hook_names, hook_s, every = [], 0.0, 0
+        for hook in trainer.method.hooks():
+            volumes, method = trainer.val_volumes, trainer.method
+            scale, all_meta_steps = 1.0, getattr(method, "meta_steps", None)
+            if hook.name == "teacher election":  # one sliding-window inference per case: proportional to the cases
+                trainer.val_volumes = volumes[:election_cases]
+                scale = len(volumes) / max(1, len(trainer.val_volumes))
+            elif getattr(method, "meta", None) == "alternating":  # a phase is meta_steps equal Adam steps on w
+                method.meta_steps = min(all_meta_steps, meta_steps)
+                scale = all_meta_steps / method.meta_steps
+            started = time.perf_counter()
+            hook.fn(trainer, trainer.step)
+            hook_s += (time.perf_counter() - started) * scale
+            trainer.val_volumes = volumes
+            if all_meta_steps is not None:
+                method.meta_steps = all_meta_steps
+            trainer.model.train()
+            hook_names.append(hook.name)
+            every = hook.every if not every else min(every, hook.every)
+        peak = peak_rss_mib() - resting if resettable else float("nan")
+        trainers[name] = trainer
+        rows[name] = {"run": name, "steps": trainer.config.steps, "hook": ", ".join(hook_names) or None,
+                      "hook_s": hook_s, "hook_every": every, "peak_mib": peak,
+                      "parameters": count_parameters(trainer.model), "step_times": []}
+    order = list(names)
+    for r in range(rounds):
+        for name in order[r % len(order):] + order[:r % len(order)]:
+            trainer = trainers[name]
+            trainer.fit(stop_at=trainer.step + 1)
+            rows[name]["step_times"].append(float(trainer.history[-1]["seconds"]))
+    table = pd.DataFrame(rows.values()).set_index("run")
+    table["step_s"] = [statistics.median(times) if times else float("nan") for times in table.pop("step_times")]
+    table["hook_s_per_step"] = [h / e if e else 0.0 for h, e in zip(table.hook_s, table.hook_every)]
+    table["seconds_per_step"] = table.step_s + table.hook_s_per_step
+    table["train_s"] = table.seconds_per_step * table.steps
+    return table[["step_s", "steps", "hook", "hook_s", "hook_every", "hook_s_per_step", "seconds_per_step", "train_s",
+                  "peak_mib", "parameters"]]

@@ -334,3 +334,101 @@ def describe_comparison(row, reference: str) -> str:
     return (f"{row['method']} vs {reference}, {region}: {row['mean']:.1f}{sd(row['sd'])} vs "
             f"{row['reference']:.1f}{sd(row['reference_sd'])} ({seeds}), {row['difference']:+.1f} points, "
             f"p = {row['p']:.2g} over {row['cases']} cases: {what}")
+
+
+def holm(pvalues) -> np.ndarray:
+    """Holm's step-down adjustment of the p-values of one family of tests (Holm, S. 1979, "A simple sequentially
+    rejective multiple test procedure", Scandinavian Journal of Statistics 6(2), 65-70).
+
+    With the m p-values sorted, p_(1) <= ... <= p_(m), the adjusted value of the i-th smallest is
+    max over j <= i of min(1, (m - j + 1) p_(j)): the smallest is multiplied by m, the next by m - 1, and so on,
+    never below the one before it. Rejecting where the adjusted p < alpha keeps the chance of any false rejection
+    in the family at most alpha, whatever the dependence between the tests. NaN p-values (a test that could not be
+    run) stay NaN and do not count in m. Returned in the input's order.
+    """
+
+    p = np.asarray(pvalues, dtype=float)
+    if p.ndim != 1:
+        raise ValueError(f"holm needs a 1-D list of p-values, got shape {p.shape}")
+    finite = ~np.isnan(p)
+    if ((p[finite] < 0) | (p[finite] > 1)).any():
+        raise ValueError("p-values must lie in [0, 1]")
+    adjusted = np.full(p.shape, np.nan)
+    index = np.flatnonzero(finite)
+    order = index[np.argsort(p[index], kind="stable")]
+    m = len(order)
+    factors = m - np.arange(m)
+    adjusted[order] = np.minimum(1.0, np.maximum.accumulate(factors * p[order]))
+    return adjusted
+
+
+def holm_verdicts(comparison, alpha: float = 0.05):
+    """Rows of :func:`compare_seeds` (one family of tests, possibly several tables concatenated) with ``p_holm``,
+    their p-values adjusted by :func:`holm` across all the rows, and the ``verdict`` given again by the course's
+    rule on the adjusted value: ``better`` or ``worse`` only when the difference exceeds the seed spread *and*
+    ``p_holm`` < ``alpha``, else ``tie``. ``p`` keeps the unadjusted value."""
+
+    out = comparison.reset_index(drop=True).copy()
+    out["p_holm"] = holm(out["p"].to_numpy())
+    significant = out["p_holm"] < alpha
+    out["verdict"] = np.where(significant & (out["difference"] > out["spread"]), "better",
+                              np.where(significant & (out["difference"] < -out["spread"]), "worse", "tie"))
+    return out
+
+
+def cell_comparisons(runs: dict, reference: str):
+    """:func:`compare_seeds` once per combination: each method against ``reference`` on every combination the
+    reference was evaluated on, per region (and ``mean``), with ``combination`` and ``reference_method`` columns -- the cells of a table
+    shaped like LCKD's Table 1, each with its mean and SD over seeds and its paired test over the cases (raw
+    ``p``: correct them as one family with :func:`holm_verdicts`)."""
+
+    names = set(pd.concat([t.combination for t in runs[reference]]))
+    order = [combination_name(p) for p in COMBINATIONS if combination_name(p) in names]
+    return pd.concat([compare_seeds(runs, reference, combinations=[c]).assign(combination=c, reference_method=reference)
+                      for c in order], ignore_index=True)
+
+
+MARKS = {"better": "▲", "worse": "▼", "tie": ""}
+"""How :func:`methods_table` marks a verdict: better or worse than the reference (beyond the seed spread and
+significant after Holm), nothing for a tie."""
+
+
+def methods_table(cells, references: Mapping | None = None, decimals: int = 1):
+    """Rows of :func:`holm_verdicts` (from :func:`cell_comparisons`, and any summary rows whose ``combination`` is
+    a label such as "Average") as a table shaped like LCKD's Table 1: one row per combination (table order, ●/○
+    marks for FLAIR, T1, T1ce, T2), then the other labels in their order of appearance; columns (region, method),
+    regions ET, TC, WT; cells "mean ± SD" over seeds in %, the SD left out for one seed, followed by ▲ or ▼
+    (:data:`MARKS`) where the method beats or loses to its reference beyond the seed spread with p < 0.05 after
+    Holm. ``references`` maps the name in a row's ``reference_method`` column (:func:`cell_comparisons` writes
+    it) to a column label: the reference's own mean ± SD (the rows' ``reference`` and ``reference_sd``) is then
+    shown, unmarked, before the methods compared with it. A method without a value on a row has an empty cell."""
+
+    references = dict(references or {})
+    cells = cells[cells.region.isin(REGION_NAMES)]
+    if "reference_method" not in cells:
+        cells = cells.assign(reference_method=None)
+
+    def text(mean, sd, mark=""):
+        spread = "" if pd.isna(sd) else f" ± {sd:.{decimals}f}"
+        return f"{mean:.{decimals}f}{spread}{mark}"
+
+    entries, methods = {}, []
+    for _, row in cells.iterrows():
+        label = references.get(row["reference_method"]) if pd.notna(row["reference_method"]) else None
+        if label is not None:
+            methods.append(label)
+            entries[(row["combination"], row["region"], label)] = text(row["reference"], row["reference_sd"])
+        methods.append(row["method"])
+        entries[(row["combination"], row["region"], row["method"])] = text(row["mean"], row["sd"],
+                                                                          MARKS[row["verdict"]])
+    methods = list(dict.fromkeys(methods))
+    present = list(dict.fromkeys(cells.combination))
+    combos = [combination_name(p) for p in COMBINATIONS]
+    rows = [c for c in combos if c in present] + [c for c in present if c not in combos]
+    columns = [(region, method) for region in REGION_NAMES for method in methods]
+    table = pd.DataFrame([[entries.get((c, region, method), "") for region, method in columns] for c in rows],
+                         index=pd.Index(rows, name="combination"), columns=pd.MultiIndex.from_tuples(columns))
+    marks = {combination_name(p): combination_marks(p).split() for p in COMBINATIONS}
+    for i, modality in enumerate(MODALITY_NAMES):
+        table.insert(i, ("", modality), [marks.get(c, [""] * 4)[i] for c in rows])
+    return table

@@ -242,3 +242,72 @@ def test_compare_seeds_by_hand():
     assert compare_seeds({"base": base3, "A": a3}, "base").set_index("region").loc["ET", "verdict"] == "better"
     with pytest.raises(ValueError, match="reference"):
         compare_seeds({"A": a}, "baseline")
+
+
+def test_holm_by_hand():
+    """Holm (1979): sorted p 0.005, 0.01, 0.03, 0.04 (m = 4) are multiplied by 4, 3, 2, 1 -> 0.02, 0.03, 0.06,
+    0.04, then made non-decreasing -> 0.02, 0.03, 0.06, 0.06; returned in the input order."""
+    from mmkd_helpers.evaluation import holm
+
+    assert holm([0.01, 0.04, 0.03, 0.005]) == pytest.approx([0.03, 0.06, 0.06, 0.02])
+    # capped at 1; a NaN stays NaN and does not count (m = 2: 0.02 x 2, 0.6 x 1 -> 0.6)
+    adjusted = holm([0.02, float("nan"), 0.6])
+    assert adjusted[0] == pytest.approx(0.04) and np.isnan(adjusted[1]) and adjusted[2] == pytest.approx(0.6)
+    assert holm([0.3, 0.4]) == pytest.approx([0.6, 0.6]) and holm([0.9, 0.8]) == pytest.approx([1.0, 1.0])
+    assert holm([0.5]) == pytest.approx([0.5]) and len(holm([])) == 0
+    # ties keep their order, each with its own factor, then the running maximum: 0.01 x 3, 0.01 x 2 -> 0.03, 0.03
+    assert holm([0.01, 0.01, 0.2]) == pytest.approx([0.03, 0.03, 0.2])
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        holm([0.5, 1.5])
+
+
+def test_holm_verdicts_judge_on_the_adjusted_p():
+    """Three rows of one family: p 0.01, 0.02, 0.04 -> Holm 0.03, 0.04, 0.04. Row 1 (+5 points, spread 1): better;
+    row 2 (-5, spread 1): worse; row 3 (+0.5, spread 1): inside the spread, a tie. With a fourth row of p 0.5 the
+    family has m = 4: 0.04, 0.06, 0.08, 0.5 -> only row 1 stays beyond chance."""
+    from mmkd_helpers.evaluation import holm_verdicts
+
+    rows = pd.DataFrame({"method": ["A", "B", "C"], "difference": [5.0, -5.0, 0.5], "spread": [1.0, 1.0, 1.0],
+                         "p": [0.01, 0.02, 0.04], "verdict": ["better", "worse", "tie"]})
+    judged = holm_verdicts(rows)
+    assert judged["p_holm"].tolist() == pytest.approx([0.03, 0.04, 0.04])
+    assert judged["verdict"].tolist() == ["better", "worse", "tie"] and judged["p"].tolist() == [0.01, 0.02, 0.04]
+    four = holm_verdicts(pd.concat([rows, rows.iloc[:1].assign(method="D", p=0.5)]))
+    assert four["p_holm"].tolist() == pytest.approx([0.04, 0.06, 0.08, 0.5])
+    assert four["verdict"].tolist() == ["better", "tie", "tie", "tie"]
+
+
+def test_cell_comparisons_and_methods_table_by_hand():
+    """Three cases, combination T1 only. Baseline: seeds at 0.5 and 0.6 everywhere (mean 55.0, SD 7.1; per case
+    0.55). Method A: 0.9, 0.85, 0.95 on the three cases, both seeds (90.0, SD 0): +35 points, spread 7.1; per-case
+    differences 0.35, 0.30, 0.40 (mean 0.35, SD 0.05): t = 0.35 / (0.05 / √3) = 12.12 with 2 df, two-sided
+    p = 1 - t / √(t² + 2) = 0.0068. One seed: 0.55, 0.56, 0.57 (differences 0, 0.01, 0.02: t = √3, p = 0.225).
+    Holm over the 6 rows (2 methods x ET/TC/WT): A's three p x 6, 5, 4, made non-decreasing -> 0.041 < 0.05:
+    better. Its cell reads "90.0 ± 0.0▲", the baseline's "55.0 ± 7.1"; the one-seed method shows no SD."""
+    from mmkd_helpers.evaluation import cell_comparisons, holm_verdicts, methods_table
+
+    cases = ("c1", "c2", "c3")
+    base = [_table({(c, r): v for c in cases for r in REGION_NAMES}) for v in (0.5, 0.6)]
+    a = [_table({(c, r): v for c, v in zip(cases, (0.9, 0.85, 0.95)) for r in REGION_NAMES}) for _ in range(2)]
+    one = [_table({(c, r): 0.55 + 0.01 * i for i, c in enumerate(cases) for r in REGION_NAMES})]
+    cells = cell_comparisons({"baseline": base, "A": a, "one seed": one}, "baseline")
+    assert set(cells.combination) == {"T1"} and set(cells.reference_method) == {"baseline"}
+    judged = holm_verdicts(cells[cells.region != "mean"])
+    row = judged.set_index(["method", "region"]).loc[("A", "ET")]
+    assert row["mean"] == pytest.approx(90) and row["difference"] == pytest.approx(35)
+    t = 0.35 / (0.05 / np.sqrt(3))
+    assert row["p"] == pytest.approx(1 - t / np.sqrt(t**2 + 2)) and row["p_holm"] == pytest.approx(6 * row["p"])
+    assert row["verdict"] == "better"
+    assert judged.set_index(["method", "region"]).loc[("one seed", "ET"), "p"] == pytest.approx(0.2254, abs=1e-4)
+    table = methods_table(judged, references={"baseline": "baseline (ref.)"})
+    assert list(table.index) == ["T1"] and table.loc["T1", ("", "T1")] == "●"
+    assert table.loc["T1", ("ET", "baseline (ref.)")] == "55.0 ± 7.1"
+    assert table.loc["T1", ("ET", "A")] == "90.0 ± 0.0▲"
+    # one seed: 56.0 on average (0.55, 0.56, 0.57), +1 point inside the spread: no mark, no SD
+    assert table.loc["T1", ("WT", "one seed")] == "56.0"
+    assert [c for c in table.columns if c[0] == "TC"] == [("TC", "baseline (ref.)"), ("TC", "A"), ("TC", "one seed")]
+    # a summary row under its own label comes after the combinations; a method missing on a row is empty
+    summary = judged[judged.method == "A"].assign(combination="Average")
+    both = methods_table(pd.concat([summary, judged[judged.method == "one seed"]]))
+    assert list(both.index) == ["T1", "Average"] and both.loc["Average", ("ET", "one seed")] == ""
+    assert both.loc["Average", ("", "FLAIR")] == ""
