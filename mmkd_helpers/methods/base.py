@@ -8,7 +8,8 @@ checkpoint, so a resumed run continues exactly.
 
 What a method may use of the engine (the :class:`~mmkd_helpers.training.Trainer` its hooks receive):
 ``model``, ``device``, ``dataset`` (the training patches, with its ``roi_size``), ``val_volumes`` (held-out
-cases for elections and meta steps), ``config.batch_size``, ``lr`` and ``first_unseen_sample``. Anything else of
+cases for elections and meta steps), ``config.batch_size``, ``lr``, ``first_unseen_sample`` and ``rank`` / ``world``
+(this process and the number of processes of a ``torchrun`` run). Anything else of
 the trainer is the engine's own and may change.
 """
 
