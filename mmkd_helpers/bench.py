@@ -1,4 +1,9 @@
-"""Benchmarks (``mmkd bench``): figures printed, never asserted. Medians over repeats; machines are noisy."""
+"""Benchmarks (``mmkd bench``): figures printed, never asserted. Medians over repeats; machines are noisy.
+
+Besides the course's own figures, ``mmkd bench`` measures what a paper-sized run costs on the machine at hand,
+beside what the LCKD paper reports (:data:`PAPER`): a training step and its peak memory for the teaching UNet and
+the papers' networks (:mod:`mmkd_helpers.backbones`), the segmentation of one BraTS-sized case, and how fast
+cases come out of the preprocessed cache."""
 
 import ctypes
 import ctypes.util
@@ -12,17 +17,21 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import torch
 
 from .constants import COMBINATIONS
 from .checkpoints import RUNS, run_config
 from .course import CourseConfig, course_trainer, ensure_phantom, load_data
+from .data import find_cases
 from .evaluation import predict_combinations
 from .losses import segmentation_loss
 from .methods import build_method
 from .models import ModelConfig, build_model, count_parameters
+from .paths import default_data_dir
 from .phantom import generate_case
+from .preprocess import PreprocessConfig, cache_cases, load_cached
 from .training import TrainConfig, configure_optimizer
 
 
@@ -259,3 +268,160 @@ def run_costs(names, config, data: dict, rounds: int = 3, election_cases: int = 
     table["train_s"] = table.seconds_per_step * table.steps
     return table[["step_s", "steps", "hook", "hook_s", "hook_every", "hook_s_per_step", "seconds_per_step", "train_s",
                   "peak_mib", "parameters"]]
+# -- the papers' costs -------------------------------------------------------------------------------------------
+PAPER = {"step_seconds": 70 * 3600 / 115_000, "case_seconds": 6.43, "memory_mib": 19_795}
+"""What the LCKD paper reports (Wang et al., MICCAI 2023; one RTX 3090): about 70 h for 115 000 iterations at batch
+2 (2.2 s per iteration), 6.43 s to segment one test case, 19 795 MiB of GPU memory in training at batch 2."""
+
+PAPER_CROP = (160, 160, 80)
+"""The LCKD code's 80×160×160 training crop and sliding window, in this package's (x, y, z) order."""
+
+BRATS_SHAPE = (240, 240, 155)
+BRATS_2MM = (120, 120, 78)
+
+
+def paper_sizes(device: str, quick: bool = False) -> dict:
+    """The sizes ``mmkd bench`` measures at: the paper's on a GPU (crop 160x160x80, batch 2, a 240x240x155 case in
+    160x160x80 windows); on a CPU a 64x64x32 crop and one case at the course's 2 mm, 120x120x78, segmented by the
+    teaching UNet in its 32^3 windows (a laptop does it in minutes); ``quick``: smoke-test sizes."""
+    if device == "cuda" and not quick:
+        return {"crop": PAPER_CROP, "batch": 2, "volume": BRATS_SHAPE, "window": PAPER_CROP, "volume_backbone": None}
+    if quick:
+        return {"crop": (32, 32, 32), "batch": 1, "volume": (96, 96, 64), "window": (32, 32, 32),
+                "volume_backbone": "unet"}
+    return {"crop": (64, 64, 32), "batch": 2, "volume": BRATS_2MM, "window": (32, 32, 32), "volume_backbone": "unet"}
+
+
+def _device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def _paper_step(backbone: str, crop, batch: int, repeats: int) -> dict:
+    """Median seconds of one training step (segmentation loss, SGD as the LCKD code) of ``backbone`` at ``crop``
+    and ``batch``, with one modality missing per sample, and the peak memory: CUDA's peak allocation on a GPU,
+    the process's peak resident memory on a CPU (this runs in a fresh process: :func:`paper_step`)."""
+    device = _device()
+    model = build_model(ModelConfig(backbone=backbone, skip_dropout=0.0)).to(device)
+    optimizer = configure_optimizer(model, TrainConfig(optimizer="sgd", lr=1e-2))
+    loss_fn = segmentation_loss("regions")
+    image = torch.randn(batch, 4, *crop, device=device)
+    label = torch.randint(0, 3, (batch, *crop), device=device)
+    present = torch.ones(batch, 4, dtype=torch.bool, device=device)
+    present[:, 1] = False
+
+    def step():
+        optimizer.zero_grad()
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            logits = model(image, present).logits
+        loss_fn(logits.float(), label).backward()
+        optimizer.step()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+
+    step()  # warm-up
+    seconds = _median_seconds(step, repeats)
+    memory = torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda" else peak_rss_mib()
+    return {"backbone": backbone, "crop": list(crop), "batch": batch, "seconds": seconds, "memory_mib": memory,
+            "memory_kind": "GPU peak allocated" if device.type == "cuda" else "CPU peak resident",
+            "parameters": count_parameters(model), "device": str(device)}
+
+
+def _child(code: str) -> dict:
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def paper_step(backbone: str, crop, batch: int, repeats: int = 3) -> dict:
+    """:func:`_paper_step` in a fresh process, so that its memory is its own."""
+    return _child(f"import json; from mmkd_helpers.bench import _paper_step; "
+                  f"print(json.dumps(_paper_step({backbone!r}, {tuple(crop)!r}, {batch}, {repeats})))")
+
+
+def bench_case_inference(backbone: str, shape, window, repeats: int = 1) -> dict:
+    """Median seconds to segment one ``shape`` volume with all four modalities: sliding windows of ``window``,
+    overlap 1/3 (the LCKD code's), one combination."""
+    device = _device()
+    model = build_model(ModelConfig(backbone=backbone)).to(device).eval()
+    image = torch.randn(4, *shape).numpy()
+    every = [(True,) * 4]
+
+    def run():
+        predict_combinations(model, image, every, tuple(window), 1 / 3, device=device)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+
+    return {"backbone": backbone, "shape": list(shape), "window": list(window),
+            "seconds": _median_seconds(run, repeats), "device": str(device)}
+
+
+class _CachedCases(torch.utils.data.Dataset):
+    def __init__(self, entries):
+        self.entries = entries
+
+    def __len__(self):
+        return len(self.entries)
+
+    def __getitem__(self, index):
+        images, label = load_cached(self.entries[index], mmap=False)  # read the whole case from disk
+        return torch.from_numpy(np.ascontiguousarray(images)).sum()
+
+
+def bench_data_loading(folder, workers=(0, 2), rounds: int = 3, cache_dir=None) -> dict:
+    """Cases per second read from the preprocessed cache (``.npy`` arrays, as training reads them) through a
+    DataLoader with each number of worker processes; the cache is built first if needed."""
+    refs = find_cases(folder)
+    if cache_dir is None:
+        cache_dir = default_data_dir() / "cache" / f"bench-{Path(folder).name}"
+    dataset = _CachedCases(cache_cases(refs, cache_dir, PreprocessConfig(), progress=False) * rounds)
+    result = {}
+    for n in workers:
+        loader = torch.utils.data.DataLoader(dataset, batch_size=1, num_workers=n)
+        started = time.perf_counter()
+        for _ in loader:
+            pass
+        result[n] = len(dataset) / (time.perf_counter() - started)
+    return result
+
+
+def paper_table(steps: dict, inference: dict, device: str) -> str:
+    """The measured figures beside the LCKD paper's, as text lines, with the ratio measured / paper."""
+    lines = [f"-- against the LCKD paper's figures (one RTX 3090; theirs at crop 80x160x160, batch 2) on {device}"]
+    for name, step in steps.items():
+        crop = "x".join(map(str, step["crop"]))
+        lines.append(f"train step, {name} ({step['parameters'] / 1e6:.2f} M), crop {crop}, batch {step['batch']}: "
+                     f"{step['seconds']:.2f} s ({step['seconds'] / PAPER['step_seconds']:.2f}x the paper's "
+                     f"{PAPER['step_seconds']:.2f} s); {step['memory_kind']} {step['memory_mib']:.0f} MiB "
+                     f"({step['memory_mib'] / PAPER['memory_mib']:.2f}x the paper's {PAPER['memory_mib']} MiB)")
+    shape = "x".join(map(str, inference["shape"]))
+    lines.append(f"one case {shape}, {inference['backbone']}, windows {'x'.join(map(str, inference['window']))}: "
+                 f"{inference['seconds']:.2f} s ({inference['seconds'] / PAPER['case_seconds']:.2f}x the paper's "
+                 f"{PAPER['case_seconds']} s)")
+    if device == "cpu":
+        lines.append("(CPU: smaller crops than the paper's 160x160x80, and the case segmented by the teaching UNet, "
+                     "at the course's 2 mm (120x120x78) unless --quick; the ratios compare unlike work and only say "
+                     "how far this CPU is from a paper-sized run)")
+    return "\n".join(lines)
+
+
+def run_paper_benchmarks(backbones=("unet", "lckd_resnet50_aspp"), quick: bool = False, repeats: int = 3,
+                         data_folder=None, cache_dir=None) -> dict:
+    """``mmkd bench``'s comparison with the papers: training step time and peak memory of each backbone,
+    sliding-window inference of one BraTS-sized case and data-loading throughput, printed and returned."""
+    device = _device().type
+    sizes = paper_sizes(device, quick)
+    steps = {}
+    for backbone in backbones:
+        crop = sizes["crop"]
+        if backbone == "unet" and any(c % 8 for c in crop):
+            continue
+        steps[backbone] = paper_step(backbone, crop, sizes["batch"], repeats)
+    inference_backbone = sizes["volume_backbone"] or backbones[-1]
+    window = sizes["window"] if inference_backbone == "unet" or device == "cuda" else PAPER_CROP
+    inference = bench_case_inference(inference_backbone, sizes["volume"], window)
+    print(paper_table(steps, inference, device))
+    loading = None
+    if data_folder is not None:
+        loading = bench_data_loading(data_folder, cache_dir=cache_dir)
+        print("data loading from the preprocessed cache: " + ", ".join(
+            f"{n} workers {rate:.1f} cases/s" for n, rate in loading.items()))
+    return {"steps": steps, "inference": inference, "loading": loading, "device": device, "sizes": sizes}

@@ -98,6 +98,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--roi", type=_roi, default=None, help="training crop, e.g. 32 or 32,32,32")
     p.add_argument("--spacing", type=_positive_float, default=None, help="resample real data to this many mm (2 or 3)")
     p.add_argument("--base-channels", type=_at_least(1), default=None, help="backbone width (8 = teaching size)")
+    p.add_argument("--backbone", choices=["unet", "lckd_resnet50_aspp", "protokd_vnet"], default=None,
+                   help="unet: the course's teaching UNet (default, 0.37 M parameters); lckd_resnet50_aspp: the LCKD/"
+                        "MetaKD code's WS-ResNet-50 + ASPP (43.7 M; crop sides multiples of 32, 32, 16); protokd_vnet: "
+                        "ProtoKD's VNet (9.4 M, early fusion; multiples of 16). The papers' networks train without "
+                        "skip dropout unless --skip-dropout is given")
     p.add_argument("--fusion", choices=["shared", "early"], default=None,
                    help="shared: one encoder per modality (LCKD, MetaKD; default); early: modalities as input "
                         "channels (ProtoKD's teacher and students)")
@@ -166,8 +171,17 @@ def build_parser() -> argparse.ArgumentParser:
                             "read them with MMKD_PRETRAINED=<folder>")
     where.add_argument("--into-package", action="store_true",
                        help="maintainers: rewrite the shipped set in a source checkout's mmkd_helpers/pretrained")
-    p = sub.add_parser("bench", help="measure phantom generation, training step time and memory")
-    p.add_argument("--repeats", type=int, default=5)
+    p = sub.add_parser("bench", help="measure phantom generation, training step time and memory, and what a "
+                                     "paper-sized run costs beside the LCKD paper's figures")
+    p.add_argument("--repeats", type=_at_least(1), default=5)
+    p.add_argument("--backbone", action="append", choices=["unet", "lckd_resnet50_aspp", "protokd_vnet"],
+                   default=None, help="networks whose training step is measured against the paper's (repeatable; "
+                                      "default: unet and lckd_resnet50_aspp)")
+    p.add_argument("--quick", action="store_true",
+                   help="tiny sizes (32^3 crop, batch 1, a 96x96x64 volume): a smoke test, not a measurement")
+    p.add_argument("--paper-only", action="store_true", help="skip the course's own benchmarks")
+    p.add_argument("--data", type=Path, default=None,
+                   help="data folder for the loading throughput (default: 8 of the course's phantom cases)")
     p = sub.add_parser("student-copies", help="write the notebooks without their solutions, for learners")
     p.add_argument("out", type=Path, help="folder for the copies (same file names)")
     p.add_argument("--notebooks", type=Path, default=Path("notebooks"),
@@ -212,9 +226,11 @@ def _course_config(args, base=None):
     """The course configuration of ``mmkd train``'s flags, applied to ``base`` (default: the course's)."""
     from dataclasses import replace
 
+    from .backbones import size_multiple
     from .course import course_config
 
-    if args.modalities is not None and (args.fusion or (base.model.fusion if base else "shared")) != "early":
+    early = args.fusion == "early" or args.backbone == "protokd_vnet"  # the VNet is an early-fusion network
+    if args.modalities is not None and not early and (base.model.fusion if base else "shared") != "early":
         raise ValueError(f"--modalities {','.join(args.modalities)} needs --fusion early: the shared-encoder model "
                          f"takes all four modalities and learns to cope with any of them missing")
     config = base or course_config(fast=args.fast, real_data=args.data is not None)
@@ -226,22 +242,33 @@ def _course_config(args, base=None):
     changes = {"train": replace(config.train, **train)}
     model = {k: v for k, v in {"base_channels": args.base_channels, "fusion": args.fusion, "head": args.head,
                                "input_modalities": args.modalities, "latent": args.latent,
-                               "stem": args.stem, "skip_dropout": args.skip_dropout}.items() if v is not None}
-    if args.fusion == "early" and args.skip_dropout is None:
-        model["skip_dropout"] = 0.0  # the course's early-fusion networks (checkpoints._early_fusion)
+                               "stem": args.stem, "skip_dropout": args.skip_dropout,
+                               "backbone": args.backbone}.items() if v is not None}
+    if args.backbone not in (None, "unet"):  # the network fixes these: from the defaults, not --fast's tiny UNet's
+        from dataclasses import fields
+
+        from .backbones import FIXED
+        from .models import ModelConfig
+
+        defaults = {f.name: f.default for f in fields(ModelConfig)}
+        model = {**{name: defaults[name] for name in FIXED[args.backbone]}, **model}
+    if (early or args.backbone not in (None, "unet")) and args.skip_dropout is None:
+        model["skip_dropout"] = 0.0  # the course's early-fusion networks (checkpoints._early_fusion); the papers'
     if model:
         changes["model"] = replace(config.model, **model)
-    if args.fusion == "early" and args.drop_policy is None:
+    if early and args.drop_policy is None:
         changes["drop_policy"] = "none"  # an early-fusion network is trained on the inputs it will be given
     for key, value in {"roi_size": args.roi, "spacing": args.spacing, "drop_policy": args.drop_policy,
                        "val_fraction": args.val_fraction, "test_fraction": args.test_fraction}.items():
         if value is not None:
             changes[key] = value
     config = replace(config, **changes)
-    halvings = 2 ** (config.model.depth - 1)
-    if any(side % halvings for side in config.roi_size):
-        raise ValueError(f"--roi {','.join(map(str, config.roi_size))}: every side must be a multiple of {halvings} "
-                         f"(the network halves the crop {config.model.depth - 1} times)")
+    multiple = size_multiple(config.model)
+    if any(side % m for side, m in zip(config.roi_size, multiple)):
+        what = (f"every side must be a multiple of {multiple[0]}" if len(set(multiple)) == 1
+                else f"the sides must be multiples of {','.join(map(str, multiple))}")
+        raise ValueError(f"--roi {','.join(map(str, config.roi_size))}: {what} (the network halves the crop "
+                         f"{config.model.depth - 1} times{' or more' if len(set(multiple)) > 1 else ''})")
     if config.val_fraction + config.test_fraction >= 1:
         raise ValueError(f"--val-fraction {config.val_fraction} and --test-fraction {config.test_fraction} "
                          f"leave no training cases")
@@ -255,6 +282,7 @@ RESUMABLE = {"train.steps": "--steps", "train.lr": "--lr", "train.checkpoint_eve
 FLAG_OF = {"roi_size": "--roi", "spacing": "--spacing", "drop_policy": "--drop-policy",
            "val_fraction": "--val-fraction", "test_fraction": "--test-fraction", "train.batch_size": "--batch-size",
            "train.seed": "--seed", "train.optimizer": "--optimizer", "model.base_channels": "--base-channels",
+           "model.backbone": "--backbone", "model.depth": "--backbone",
            "model.fusion": "--fusion", "model.head": "--head", "model.input_modalities": "--modalities",
            "model.latent": "--latent", "model.stem": "--stem", "model.skip_dropout": "--skip-dropout"}
 
@@ -306,6 +334,7 @@ def _resumed_run(args, state: dict):
 
 def cmd_train(args) -> int:
     from .course import course_trainer, ensure_phantom, load_data
+    from .fileio import atomic_path
     from .methods import build_method
     from .models import read_checkpoint
     from .training import resolve_device
@@ -329,11 +358,14 @@ def cmd_train(args) -> int:
     extra = {"data": str(data_dir) if data_dir else None, "split": data["split"], "method": method.name}
     trainer = course_trainer(config, data, method, out_dir=args.out, device=args.device, extra=extra,
                              progress=sys.stderr.isatty())
-    print(f"{method.name}: {len(data['split']['train'])} training cases, {config.train.steps} steps "
-          f"on {trainer.device}")
+    if trainer.rank == 0:
+        print(f"{method.name}: {len(data['split']['train'])} training cases, {config.train.steps} steps on "
+              f"{trainer.device}" + (f", {trainer.world} processes" if trainer.world > 1 else ""))
     history = trainer.fit(resume=args.resume)
-    history.to_csv(args.out / "history.csv", index=False)
-    print(f"checkpoint: {trainer.checkpoint_path}; final loss {history['loss'].iloc[-5:].mean():.4f}")
+    if trainer.rank == 0:  # under torchrun every process trains; the first writes, as it writes the checkpoint
+        with atomic_path(args.out / "history.csv") as tmp:
+            history.to_csv(tmp, index=False)
+        print(f"checkpoint: {trainer.checkpoint_path}; final loss {history['loss'].iloc[-5:].mean():.4f}")
 
 
 def load_run(checkpoint, device="cpu"):
@@ -435,9 +467,14 @@ def cmd_student_copies(args) -> int:
 
 
 def cmd_bench(args) -> int:
-    from .bench import run_benchmarks
+    from .bench import run_benchmarks, run_paper_benchmarks
+    from .course import CourseConfig, ensure_phantom
 
-    run_benchmarks(repeats=args.repeats)
+    if not args.paper_only:
+        run_benchmarks(repeats=args.repeats)
+    folder = args.data or ensure_phantom(CourseConfig(phantom_cases=8))
+    run_paper_benchmarks(tuple(args.backbone or ("unet", "lckd_resnet50_aspp")), quick=args.quick,
+                         repeats=2 if args.quick else min(args.repeats, 3), data_folder=folder)
 
 
 COMMANDS = {"phantom": cmd_phantom, "train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict,

@@ -12,7 +12,9 @@ fills only the bottleneck: the skip connections carry the encoder's response to 
 
 The official backbone is a 44 M-parameter WS-ResNet-50 + ASPP; the course uses a plain UNet of the same
 shape (shared encoder, concatenating decoder) whose width and depth are parameters, ~0.5 M parameters at
-``base_channels=8, depth=4`` so it trains on a laptop CPU.
+``base_channels=8, depth=4`` so it trains on a laptop CPU. ``ModelConfig(backbone="lckd_resnet50_aspp")`` or
+``"protokd_vnet"`` builds the papers' own networks instead (:mod:`mmkd_helpers.backbones`), with the same
+interface, so that every method runs on them unchanged.
 
 **Skip connections: the full-resolution one only, dropped for half the training samples**
 (``skip_levels=(0,)``, ``skip_dropout=0.5``). LCKD's and MetaKD's distillation and the mean filling of Eq. 5
@@ -54,6 +56,7 @@ from torch import nn
 
 from .constants import CLASS_LABELS, MODALITIES, NUM_MODALITIES, REGIONS
 from .losses.pmix import reparameterise
+from .streams import ModelOutput, fill_missing, skip_keep  # noqa: F401 (public here too)
 
 
 HEADS = {"regions": len(REGIONS), "classes": len(CLASS_LABELS)}
@@ -78,9 +81,17 @@ class ModelConfig:
     skip_levels: tuple | None = (0,)  # encoder levels with a skip connection to the decoder; None: every level
     # but the bottleneck (the classic UNet). The course keeps the full-resolution one only: see the module docstring
     skip_dropout: float = 0.5  # training only: probability that a sample's skip connections are zeroed
+    backbone: str = "unet"  # "unet": this module's teaching networks; "lckd_resnet50_aspp" / "protokd_vnet": the
+    # papers' own networks (mmkd_helpers.backbones), which fix base_channels, depth, fusion and skip_levels
 
     def __post_init__(self):
         object.__setattr__(self, "input_modalities", tuple(self.input_modalities))  # a list after JSON
+        if isinstance(self.skip_levels, list):
+            object.__setattr__(self, "skip_levels", tuple(self.skip_levels))
+        if self.backbone != "unet":
+            from .backbones import settle  # the papers' networks: checks the name, sets the fields it fixes
+
+            settle(self)
         if self.skip_levels is not None:
             object.__setattr__(self, "skip_levels", tuple(sorted(int(level) for level in self.skip_levels)))
             if not all(0 <= level < self.depth - 1 for level in self.skip_levels):
@@ -117,25 +128,14 @@ class ModelConfig:
 
     @property
     def channels(self) -> tuple:
+        if self.backbone != "unet":
+            from .backbones import CHANNELS
+
+            return CHANNELS[self.backbone]
         return tuple(self.base_channels * 2**level for level in range(self.depth))
 
     def to_dict(self) -> dict:
         return asdict(self)
-
-
-@dataclass
-class ModelOutput:
-    logits: torch.Tensor  # (N, out_channels, *spatial)
-    features: list  # per level, (N, M, C, *spatial) encoder features before filling (level -1 = bottleneck)
-    fused: torch.Tensor  # (N, M, C, *spatial) bottleneck after missing-feature generation
-    present: torch.Tensor  # (N, M) bool
-    decoded: torch.Tensor | None = None  # (N, C0, *spatial) last decoder features, at label resolution (ProtoKD)
-    latent_mean: torch.Tensor | None = None  # gaussian latent: (N, M, C, *spatial) μ of each modality's latent
-    latent_logvar: torch.Tensor | None = None  # gaussian latent: log σ² of the same
-
-    @property
-    def bottleneck(self) -> torch.Tensor:
-        return self.features[-1]
 
 
 class ConvBlock(UnetBasicBlock):
@@ -163,29 +163,6 @@ class ConvBlock(UnetBasicBlock):
             if prefix + old in state_dict:
                 state_dict[prefix + new] = state_dict.pop(prefix + old)
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
-
-
-def fill_missing(features: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
-    """Replace missing modalities' features by the mean of the present ones (LCKD Eq. 5, MetaKD Eq. 2).
-
-    ``features`` (N, M, C, *spatial), ``present`` (N, M) bool. The mean is not detached, as in the
-    official code: the decoder's gradient reaches the present modalities through the generated features.
-    """
-    if not present.any(dim=1).all():
-        raise ValueError("every sample needs at least one present modality")
-    weight = present.to(features.dtype).view(*present.shape, *([1] * (features.dim() - 2)))
-    mean = (features * weight).sum(dim=1, keepdim=True) / weight.sum(dim=1, keepdim=True)
-    return torch.where(weight.bool(), features, mean)
-
-
-def skip_keep(config: ModelConfig, x: torch.Tensor, training: bool):
-    """(N, 1, 1, ...) 0/1 multipliers that switch each sample's skip connections off with probability
-    ``config.skip_dropout`` in training (None otherwise): the decoder must then segment from the bottleneck
-    alone, so it cannot learn to ignore it."""
-    if not training or not config.skip_dropout:
-        return None
-    shape = (x.shape[0],) + (1,) * (x.dim() - 1)
-    return (torch.rand(shape, device=x.device) >= config.skip_dropout).to(x.dtype)
 
 
 def unet_layers(config: ModelConfig, in_channels: int, streams: int):
@@ -407,7 +384,12 @@ def build_model(config: ModelConfig | dict = ModelConfig()) -> nn.Module:
     """The network of ``config``. 3D networks keep their weights channels-last (``torch.channels_last_3d``):
     about 20 % faster training and inference on CPUs (oneDNN) and GPUs alike; a state dict loads either way."""
     config = ModelConfig(**config) if isinstance(config, dict) else config
-    model = EarlyFusionUNet(config) if config.fusion == "early" else SharedEncoderUNet(config)
+    if config.backbone != "unet":
+        from .backbones import build_backbone
+
+        model = build_backbone(config)
+    else:
+        model = EarlyFusionUNet(config) if config.fusion == "early" else SharedEncoderUNet(config)
     return model.to(memory_format=torch.channels_last_3d) if config.spatial_dims == 3 else model
 
 

@@ -219,6 +219,9 @@ class Trainer:
             self.optimizer, lambda step: lr_factor(step, config.steps, config.schedule))
         self.train_model = self.model
         if self.world > 1:
+            for parameter in self.model.parameters():  # a 1x1x1 kernel's channels-last strides are not the ones its
+                if parameter.dim() == 5 and parameter.shape[2:] == (1, 1, 1):  # gradient gets: DDP warns each step
+                    parameter.data = parameter.data.clone(memory_format=torch.contiguous_format)  # (same layout)
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.train_model = torch.nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
 
@@ -287,6 +290,8 @@ class Trainer:
                 self.save_checkpoint()
         bar.close()
         self.save_checkpoint()
+        if self.world > 1:  # only rank 0 writes: when fit returns, in every process, the checkpoint is on disk
+            torch.distributed.barrier()
         return self.history_frame()
 
     @property
@@ -335,9 +340,12 @@ class Trainer:
         if self.world == 1:
             return
         for parameter in self.method.parameters():
-            if parameter.grad is not None:
-                torch.distributed.all_reduce(parameter.grad)
-                parameter.grad /= self.world
+            # A parameter without a gradient in this process (its term was 0 for this batch: P*_mix when the anchor
+            # modality is missing) still joins the all-reduce with zeros, as DDP does for the model's unused
+            # parameters: a process that skipped it while another did not would leave the collectives mismatched.
+            grad = parameter.grad if parameter.grad is not None else torch.zeros_like(parameter)
+            torch.distributed.all_reduce(grad)
+            parameter.grad = grad / self.world
 
     def history_frame(self):
 

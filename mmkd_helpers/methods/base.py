@@ -10,8 +10,8 @@ What a method may use of the engine (the :class:`~mmkd_helpers.training.Trainer`
 ``model``, ``device``, ``dataset`` (the training patches, with its ``roi_size``, or another sample stream),
 ``val_volumes`` (held-out cases for elections and meta steps), ``val_dataset`` (held-out samples as a stream, for
 models that are not segmentation networks), ``seg_loss`` (the task loss: segmentation, or the model's own),
-``config.batch_size``, ``lr`` and ``first_unseen_sample``. Anything else of the trainer is the engine's own and may
-change.
+``config.batch_size``, ``lr``, ``first_unseen_sample`` and ``rank`` / ``world`` (this process and the number of
+processes of a ``torchrun`` run). Anything else of the trainer is the engine's own and may change.
 """
 
 from dataclasses import dataclass

@@ -85,6 +85,11 @@ def collate(dataset, start: int, count: int, device) -> dict:
     return {key: batch[key].to(device) for key in ("image", "label", "present")}
 
 
+def processes(trainer) -> tuple:
+    """(rank, world size) of the training run (1 process when the trainer does not say)."""
+    return getattr(trainer, "rank", 0), getattr(trainer, "world", 1)
+
+
 class MetaKD(Method):
     """MetaKD as a plug-in: the weighted KD term, the IWV and its meta step.
 
@@ -206,8 +211,11 @@ class MetaKD(Method):
         return {**row, "meta_seconds": time.perf_counter() - started}
 
     # -- the meta steps ---------------------------------------------------------------------------------
-    def next_meta_batch(self, device) -> dict:
-        batch = collate(self.meta_data, self.meta_index, self.meta_batch_size, device)
+    def next_meta_batch(self, device, rank: int = 0, world: int = 1) -> dict:
+        """The next meta patches; with several processes (``torchrun``) each takes its own share of the stream,
+        as the training batches: the meta batch is ``meta_batch_size`` per process."""
+        batch = collate(self.meta_data, self.meta_index * world + rank * self.meta_batch_size, self.meta_batch_size,
+                        device)
         self.meta_index += self.meta_batch_size
         return batch
 
@@ -217,12 +225,19 @@ class MetaKD(Method):
 
         Runs in float32: the meta step has no gradient scaler, and it is rare enough not to matter.
         """
-        batch = self.next_meta_batch(trainer.device)
+        batch = self.next_meta_batch(trainer.device, *processes(trainer))
         output = functional_call(trainer.model, params, (batch["image"], batch["present"]),
                                  {"bottleneck_scale": self.iwv()})
         return trainer.seg_loss(output.logits.float(), batch["label"])
 
-    def step_iwv(self, grad: torch.Tensor) -> None:
+    def step_iwv(self, grad: torch.Tensor, trainer=None) -> None:
+        """One Adam step on the raw IWV along ``grad``, averaged over the processes of a multi-process run
+        (each computed it on its own meta patches), so that every process keeps the same IWV."""
+        rank, world = processes(trainer)
+        if world > 1:
+            grad = grad.clone()
+            torch.distributed.all_reduce(grad)
+            grad /= world
         self.meta_optimizer.zero_grad(set_to_none=True)
         self.raw.grad = grad
         self.meta_optimizer.step()
@@ -237,21 +252,22 @@ class MetaKD(Method):
         losses = []
         for _ in range(self.meta_steps):
             loss = self.meta_loss(trainer, frozen)
-            self.step_iwv(torch.autograd.grad(loss, self.raw)[0])
+            self.step_iwv(torch.autograd.grad(loss, self.raw)[0], trainer)
             losses.append(loss.item())
         return float(np.mean(losses))
 
     def next_lookahead_batch(self, trainer) -> dict:
         """A training batch the network never trains on: indices past the end of the training stream."""
         size = trainer.config.batch_size
-        start = trainer.first_unseen_sample + self.lookahead_index
+        rank, world = processes(trainer)
+        start = trainer.first_unseen_sample + self.lookahead_index * world + rank * size
         self.lookahead_index += size
         return collate(trainer.dataset, start, size, trainer.device)
 
     def bilevel_step(self, trainer) -> float:
         """Eq. 4 as written: one Adam step on w along the look-ahead hypergradient; the network is untouched."""
         loss, grad = self.hypergradient(trainer)
-        self.step_iwv(grad)
+        self.step_iwv(grad, trainer)
         return loss.item()
 
     def hypergradient(self, trainer) -> tuple:
