@@ -73,7 +73,9 @@ for _name, _steps in BUDGET_DEMOS.items():
 BYPASS_DEMOS = ("baseline_unet", "baseline_one_skip")
 # Shipped shared-encoder runs whose prediction leans on the distilled level by less than the course's 10 Dice points,
 # measured when they were built and reported as such by their notebook (not dropped, so the finding stays visible).
-RELIANCE_SHORTFALLS = {"metakd_bilevel": "the look-ahead MetaKD run: zeroing its bottleneck costs about 3 points"}
+RELIANCE_SHORTFALLS = {
+    "metakd_bilevel": "the first seed of the look-ahead MetaKD run: zeroing its bottleneck costs about 3 points (its two "
+                      "other seeds pass)"}
 RUNS["baseline_unet"] = {"method": "baseline", "options": {},
                          "changes": {"model": {"skip_levels": None, "skip_dropout": 0.0}}}
 RUNS["baseline_one_skip"] = {"method": "baseline", "options": {}, "changes": {"model": {"skip_dropout": 0.0}}}
