@@ -10,6 +10,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from mmkd_helpers.fileio import one_line
 from mmkd_helpers.paths import DATA_DIR_ENV, default_data_dir
 
 from .fetch import DownloadError
@@ -77,19 +78,12 @@ def main(argv=None, prog: str = "python -m data_download") -> int:
         print(f"{parser.prog}: error: {exc}", file=sys.stderr)
         return 1
     except OSError as exc:
-        print(f"{parser.prog}: error: {_describe(exc)}", file=sys.stderr)
+        print(f"{parser.prog}: error: {one_line(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted: run the same command again to resume", file=sys.stderr)
         return 130
     return 0
-
-
-def _describe(error: OSError) -> str:
-    """``<file>: <what is wrong>``, without Python's ``[Errno 13]`` and quotes."""
-    if error.filename is None or not error.strerror:
-        return str(error)
-    return f"{error.filename}: {error.strerror}"
 
 
 def _point_at(folder, segmentation=True) -> None:

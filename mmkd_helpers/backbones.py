@@ -53,7 +53,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from .constants import MODALITIES
-from .streams import ModelOutput, fill_missing, skip_keep
+from .streams import (ModelOutput, early_fusion_combinations, early_fusion_input, fill_missing,
+                      shared_encoder_combinations, skip_keep)
 
 
 BACKBONES = ("unet", "lckd_resnet50_aspp", "protokd_vnet")
@@ -296,16 +297,7 @@ class LCKDResNetASPP(nn.Module):
     def forward_combinations(self, image: torch.Tensor, combinations) -> torch.Tensor:
         """Logits (N, K, out_channels, *spatial) under each of the K present-masks, as K evaluation-mode calls:
         one encoder pass of the image and one of a zero volume serve every mask (as the teaching UNet's)."""
-        n, m = image.shape[:2]
-        real = self.encode(image, torch.ones(n, m, dtype=torch.bool, device=image.device))
-        empty = self.encode(torch.zeros_like(image[:1]), torch.zeros(1, m, dtype=torch.bool, device=image.device))
-        logits = []
-        for combination in combinations:
-            present = torch.as_tensor(combination, dtype=torch.bool, device=image.device).expand(n, m)
-            keep = present.view(n, m, *([1] * (real[0].dim() - 2)))
-            features = [torch.where(keep, r, e) for r, e in zip(real, empty)]
-            logits.append(self.head(self.decode(features, fill_missing(features[-1], present), present)))
-        return torch.stack(logits, dim=1)
+        return shared_encoder_combinations(self, image, combinations)
 
 
 def vnet_convs(stages: int, cin: int, cout: int) -> nn.Sequential:
@@ -348,18 +340,8 @@ class ProtoKDVNet(nn.Module):
 
     def forward(self, image: torch.Tensor, present: torch.Tensor | None = None,
                 bottleneck_scale: torch.Tensor | None = None) -> ModelOutput:
-        n, m = image.shape[:2]
-        if m != self.config.num_modalities:
-            raise ValueError(f"expected {self.config.num_modalities} modalities, got {m}")
-        if bottleneck_scale is not None:
-            raise ValueError("early fusion has one bottleneck stream: nothing to scale per modality")
+        x = early_fusion_input(self, image, present, bottleneck_scale)
         check_size(self.config, image.shape[2:])
-        if present is None:
-            present = torch.ones(image.shape[:2], dtype=torch.bool, device=image.device)
-        present = present.to(image.device).bool()[:, self.channel_index]
-        if not present.any(dim=1).all():
-            raise ValueError(f"every sample needs one of {self.config.input_modalities} present")
-        x = image[:, self.channel_index] * present.to(image.dtype).view(n, -1, *([1] * (image.dim() - 2)))
         features = []
         for block in self.encoder:
             x = block(x)
@@ -368,15 +350,13 @@ class ProtoKDVNet(nn.Module):
         for stage, level in enumerate(reversed(range(len(features) - 1))):
             skip = features[level] if keep is None else features[level] * keep
             x = self.decoder[stage](self.upsample[stage](x) + skip)
-        stream = torch.ones(n, 1, dtype=torch.bool, device=image.device)
+        stream = torch.ones(image.shape[0], 1, dtype=torch.bool, device=image.device)
         features = [f.unsqueeze(1) for f in features]
         return ModelOutput(self.head(x), features, features[-1], stream, x)
 
     def forward_combinations(self, image: torch.Tensor, combinations) -> torch.Tensor:
         """Logits (N, K, out_channels, *spatial) under each present-mask of ``combinations`` (one pass each)."""
-        n, m = image.shape[:2]
-        return torch.stack([self(image, torch.as_tensor(c, dtype=torch.bool, device=image.device).expand(n, m)).logits
-                            for c in combinations], dim=1)
+        return early_fusion_combinations(self, image, combinations)
 
 
 def settle(config) -> None:

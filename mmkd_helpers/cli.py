@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 from .constants import MODALITIES
+from .fileio import one_line
 
 
 class _Parser(argparse.ArgumentParser):
@@ -203,14 +204,6 @@ def main(argv=None) -> int:
     except (DataError, OSError, ValueError) as exc:
         print(f"mmkd: error: {one_line(exc)}", file=sys.stderr)
         return 2
-
-
-def one_line(exc: Exception) -> str:
-    """The error as one line; the operating system's own (e.g. "[Errno 13] Permission denied: 'x'") as "x: Permission
-    denied", the file first like every other message of the command."""
-    if isinstance(exc, OSError) and exc.strerror and exc.filename is not None:
-        return f"{exc.filename}: {exc.strerror}" + (f" (-> {exc.filename2})" if exc.filename2 is not None else "")
-    return " ".join(str(exc).split())
 
 
 def cmd_phantom(args) -> int:

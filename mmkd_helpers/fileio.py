@@ -113,3 +113,11 @@ def _same_file(fd: int, path: Path) -> bool:
         return False
     held = os.fstat(fd)
     return (held.st_dev, held.st_ino) == (named.st_dev, named.st_ino)
+
+
+def one_line(exc: Exception) -> str:
+    """An error as the one line a command prints: the operating system's own (e.g. "[Errno 13] Permission denied:
+    'x'") as "x: Permission denied", the file first like every other message; any other error's text on one line."""
+    if isinstance(exc, OSError) and exc.strerror and exc.filename is not None:
+        return f"{exc.filename}: {exc.strerror}" + (f" (-> {exc.filename2})" if exc.filename2 is not None else "")
+    return " ".join(str(exc).split())

@@ -56,7 +56,8 @@ from torch import nn
 
 from .constants import CLASS_LABELS, MODALITIES, NUM_MODALITIES, REGIONS
 from .losses.pmix import reparameterise
-from .streams import ModelOutput, fill_missing, skip_keep  # noqa: F401 (public here too)
+from .streams import (ModelOutput, early_fusion_combinations, early_fusion_input, fill_missing,  # noqa: F401
+                      shared_encoder_combinations, skip_keep)
 
 
 HEADS = {"regions": len(REGIONS), "classes": len(CLASS_LABELS)}
@@ -262,26 +263,9 @@ class SharedEncoderUNet(nn.Module):
 
     def forward_combinations(self, image: torch.Tensor, combinations) -> torch.Tensor:
         """Logits (N, K, out_channels, *spatial) of ``image`` (N, M, *spatial) under each of the K present-masks
-        ``combinations``, the same as K calls of :meth:`forward` in evaluation mode, at about a quarter of their
-        cost for the 15 combinations.
-
-        The encoder sees every modality alone, so a modality's features are the same whichever others are
-        present, and a missing one's are the encoder's response to a zero volume, which depends on nothing but
-        the size: one encoder pass of the image and one of a zero volume serve every combination; only the
-        filling and the decoder run K times.
-        """
-        n, m = image.shape[:2]
-        everything = torch.ones(n, m, dtype=torch.bool, device=image.device)
-        real = self.encode(image, everything)
-        empty = self.encode(torch.zeros_like(image[:1]), torch.zeros(1, m, dtype=torch.bool, device=image.device))
-        logits = []
-        for combination in combinations:
-            present = torch.as_tensor(combination, dtype=torch.bool, device=image.device).expand(n, m)
-            keep = present.view(n, m, *([1] * (real[0].dim() - 2)))
-            features = [torch.where(keep, r, e) for r, e in zip(real, empty)]
-            fused = fill_missing(features[-1], present)
-            logits.append(self.head(self.decode(features, fused, present)))
-        return torch.stack(logits, dim=1)
+        ``combinations``, the same as K calls of :meth:`forward` in evaluation mode, sharing the encoder passes
+        (:func:`~mmkd_helpers.streams.shared_encoder_combinations`)."""
+        return shared_encoder_combinations(self, image, combinations)
 
 
 class EarlyFusionUNet(nn.Module):
@@ -302,20 +286,10 @@ class EarlyFusionUNet(nn.Module):
 
     def forward(self, image: torch.Tensor, present: torch.Tensor | None = None,
                 bottleneck_scale: torch.Tensor | None = None) -> ModelOutput:
-        n, m = image.shape[:2]
-        if m != self.config.num_modalities:
-            raise ValueError(f"expected {self.config.num_modalities} modalities, got {m}")
-        if bottleneck_scale is not None:
-            raise ValueError("early fusion has one bottleneck stream: nothing to scale per modality")
+        x = early_fusion_input(self, image, present, bottleneck_scale)
         size = 2 ** (self.config.depth - 1)
         if any(s % size for s in image.shape[2:]):
             raise ValueError(f"spatial size {tuple(image.shape[2:])} must divide by {size}")
-        if present is None:
-            present = torch.ones(image.shape[:2], dtype=torch.bool, device=image.device)
-        present = present.to(image.device).bool()[:, self.channel_index]
-        if not present.any(dim=1).all():
-            raise ValueError(f"every sample needs one of {self.config.input_modalities} present")
-        x = image[:, self.channel_index] * present.to(image.dtype).view(n, -1, *([1] * (image.dim() - 2)))
         features = []
         for block in self.encoder:
             x = block(x)
@@ -326,15 +300,13 @@ class EarlyFusionUNet(nn.Module):
             if level in self.config.skips:
                 x = torch.cat([x, features[level] if keep is None else features[level] * keep], dim=1)
             x = self.decoder[level](x)
-        stream = torch.ones(n, 1, dtype=torch.bool, device=image.device)
+        stream = torch.ones(image.shape[0], 1, dtype=torch.bool, device=image.device)
         features = [f.unsqueeze(1) for f in features]
         return ModelOutput(self.head(x), features, features[-1], stream, x)
 
     def forward_combinations(self, image: torch.Tensor, combinations) -> torch.Tensor:
         """Logits (N, K, out_channels, *spatial) under each present-mask of ``combinations`` (one pass each)."""
-        n, m = image.shape[:2]
-        return torch.stack([self(image, torch.as_tensor(c, dtype=torch.bool, device=image.device).expand(n, m)).logits
-                            for c in combinations], dim=1)
+        return early_fusion_combinations(self, image, combinations)
 
 
 class FeatureScaled(nn.Module):
