@@ -1,9 +1,11 @@
 """For teachers: student copies of the notebooks.
 
 A notebook's worked solutions are its cells tagged ``solution`` (code and markdown) and the markdown cells that
-open with "**Solution". :func:`student_copy` removes them, leaves one prompt cell where each solution's code was,
-and clears every output, so that a learner can try an exercise before seeing an answer and the copy still runs
-top to bottom with the exercises unsolved. ``mmkd student-copies OUT`` writes the copies of a folder of notebooks.
+open with "**Solution". :func:`student_copy` removes them and clears every output, so that a learner can try an
+exercise before seeing an answer and the copy still runs top to bottom with the exercises unsolved. The cells
+tagged ``exercise`` stay: each holds the learner's answer (``None`` at first) and its self-check
+(:func:`mmkd_helpers.exercises.check`). An exercise without such a cell gets a prompt cell where its solution's
+code was. ``mmkd student-copies OUT`` writes the copies of a folder of notebooks.
 """
 
 import copy
@@ -16,6 +18,8 @@ from .fileio import atomic_path
 SOLUTION_TAG = "solution"
 SOLUTION_HEADING = re.compile(r"^\s*\*\*Solution\b")
 EXERCISE_NUMBER = re.compile(r"^\s*\*\*Solution\s+(\d+)")
+EXERCISE_TAG = "exercise"
+CHECK_CALL = re.compile(r"""check\(\s*["'](\d{2})\.(\d+)["']""")
 PROMPT = "# Exercise {number}: your answer here (the worked solution is in the instructor's copy)\n"
 
 
@@ -33,6 +37,8 @@ def student_copy(notebook: dict) -> dict:
         raise ValueError("student_copy needs a notebook (a dict with 'cells', nbformat 4)")
     copied = copy.deepcopy(notebook)
     copied.get("metadata", {}).pop("papermill", None)
+    with_cell = {int(m.group(2)) for c in copied["cells"] if EXERCISE_TAG in c.get("metadata", {}).get("tags", [])
+                 for m in CHECK_CALL.finditer(_source(c))}
     cells, number, last_heading = [], 0, None
     for cell in copied["cells"]:
         if is_solution(cell):
@@ -42,7 +48,8 @@ def student_copy(notebook: dict) -> dict:
             if cell["cell_type"] == "code":
                 number = last_heading if last_heading is not None and last_heading > number else number + 1
                 last_heading = None
-                cells.append(_prompt(cell, number))
+                if number not in with_cell and (not cells or not _is_prompt(cells[-1], number)):
+                    cells.append(_prompt(cell, number))
             continue
         cells.append(_cleared(cell))
     copied["cells"] = cells
@@ -81,6 +88,10 @@ def _cleared(cell: dict) -> dict:
     if cell["cell_type"] == "code":
         cell.update(outputs=[], execution_count=None)
     return cell
+
+
+def _is_prompt(cell: dict, number: int) -> bool:
+    return cell["cell_type"] == "code" and _source(cell) == PROMPT.format(number=number)
 
 
 def _prompt(cell: dict, number: int) -> dict:

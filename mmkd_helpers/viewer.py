@@ -61,7 +61,7 @@ def _windows(images: np.ndarray) -> list:
 
 
 def render_png(images, label, k: int, modality: str, modality_names, axis: int, show_labels: bool,
-               windows=None, title=None, dpi: int = 72) -> bytes:
+               windows=None, title=None, dpi: int = 110) -> bytes:
     """PNG bytes of slice ``k`` along ``axis`` of one modality (or ``"all"``), labels overlaid or not.
 
     Slices are shown with the first remaining axis horizontal and the second vertical, origin at the

@@ -1,7 +1,13 @@
-"""Figures for the notebooks: cases, label overlays, Dice heatmaps, training curves, predictions, t-SNE of latents.
+"""Figures for the notebooks: the course style and colours, cases, label overlays, Dice heatmaps and distributions,
+training curves, predictions, t-SNE of latents.
 
-Every function returns the matplotlib Figure (and closes nothing the caller may still want); matplotlib is
-imported inside the functions so that importing the package stays cheap.
+One look across the course: every notebook calls :func:`course_style` once (seaborn's theme, the colour-blind
+palette) and colours a modality, a region or a method the same way everywhere (:data:`MODALITY_COLOURS`,
+:data:`REGION_COLOURS`, :data:`METHOD_COLOURS`). Statistical figures (distributions over cases and seeds,
+heatmaps, comparisons with confidence intervals) are drawn with seaborn.
+
+Every function returns the matplotlib Figure (and closes nothing the caller may still want); matplotlib and
+seaborn are imported inside the functions so that importing the package stays cheap.
 """
 
 import numpy as np
@@ -10,7 +16,42 @@ from .constants import MODALITY_NAMES, REGION_NAMES
 
 LABEL_COLOURS = {1: (1.0, 0.0, 0.0), 2: (0.0, 0.8, 0.0), 4: (1.0, 1.0, 0.0)}
 """BraTS label -> RGB of its overlay: 1 NCR/NET red, 2 edema green, 4 enhancing tumour yellow (figures and viewer)."""
+LABEL_NAMES = {1: "NCR/NET (1)", 2: "edema (2)", 4: "enhancing (4)"}
 OVERLAY_ALPHA = 0.45
+
+# seaborn's "colorblind" palette (Okabe-Ito-like), as RGB, fixed here so that colours do not depend on seaborn's
+# version and every notebook draws FLAIR, ET or LCKD-m in the same colour.
+_COLORBLIND = [(0.004, 0.451, 0.698), (0.871, 0.561, 0.020), (0.008, 0.620, 0.451), (0.835, 0.369, 0.0),
+               (0.800, 0.471, 0.737), (0.792, 0.569, 0.380), (0.984, 0.686, 0.894), (0.580, 0.580, 0.580),
+               (0.925, 0.882, 0.200), (0.337, 0.706, 0.914)]
+MODALITY_COLOURS = dict(zip(MODALITY_NAMES, _COLORBLIND[:4]))
+"""Modality name -> RGB, the same in every figure of the course (t-SNE clouds, per-modality curves, IWV)."""
+REGION_COLOURS = dict(zip(REGION_NAMES, [_COLORBLIND[8], _COLORBLIND[4], _COLORBLIND[2]]))
+"""Region (ET, TC, WT) -> RGB."""
+METHOD_COLOURS = {"baseline": _COLORBLIND[7], "LCKD-m": _COLORBLIND[0], "LCKD-s": _COLORBLIND[9],
+                  "MetaKD": _COLORBLIND[1], "MetaKD bi-level": _COLORBLIND[5], "ProtoKD": _COLORBLIND[2],
+                  "Mind the Gap": _COLORBLIND[4], "unimodal": _COLORBLIND[3], "teacher": (0.2, 0.2, 0.2)}
+"""Method label (as the notebooks' tables name them) -> RGB; :func:`method_colour` for labels not listed."""
+
+
+def method_colour(label: str):
+    """The course colour of a method label; a label that starts with a known one (``"LCKD-m (α = 0.1)"``) takes its
+    colour, any other a fixed grey."""
+    for name in sorted(METHOD_COLOURS, key=len, reverse=True):
+        if str(label).startswith(name):
+            return METHOD_COLOURS[name]
+    return (0.4, 0.4, 0.4)
+
+
+def course_style() -> None:
+    """The course's look for every figure that follows: seaborn's ``whitegrid`` theme at ``notebook`` scale, the
+    colour-blind palette, titles and labels sized to stay apart. Every notebook calls it in its imports cell."""
+    import seaborn as sns
+
+    sns.set_theme(context="notebook", style="whitegrid", palette=_COLORBLIND,
+                  rc={"figure.dpi": 100, "savefig.dpi": 100, "axes.titlesize": 11, "axes.labelsize": 10,
+                      "xtick.labelsize": 9, "ytick.labelsize": 9, "legend.fontsize": 9, "figure.titlesize": 12,
+                      "image.cmap": "viridis"})
 
 
 def label_overlay(label_slice: np.ndarray, alpha: float = OVERLAY_ALPHA) -> np.ndarray:
@@ -56,50 +97,93 @@ def show_case(images, label=None, index=None, axis: int = 2, names=MODALITY_NAME
     return fig
 
 
-def dice_heatmap(table, title: str = "Dice (%)"):
-    """Heatmap of a :func:`mmkd_helpers.evaluation.dice_table` (combinations x region/method)."""
+def dice_heatmap(table, title: str = "Dice (%)", ax=None):
+    """Heatmap (seaborn, annotated, with a colour bar in %) of a :func:`mmkd_helpers.evaluation.dice_table`
+    (combinations x region/method)."""
     import matplotlib.pyplot as plt
+    import seaborn as sns
 
     values = table[[c for c in table.columns if c[0] in REGION_NAMES]].astype(float)
-    fig, ax = plt.subplots(figsize=(1.2 + 0.9 * values.shape[1], 0.32 * len(values) + 1.2))
-    image = ax.imshow(values.to_numpy(), cmap="viridis", vmin=0, vmax=100, aspect="auto")
-    ax.set_xticks(range(values.shape[1]), [" ".join(c).strip() for c in values.columns], rotation=45, ha="right")
-    ax.set_yticks(range(len(values)), values.index)
-    for (i, j), v in np.ndenumerate(values.to_numpy()):
-        ax.text(j, i, f"{v:.0f}", ha="center", va="center", fontsize=7, color="white" if v < 60 else "black")
-    fig.colorbar(image, ax=ax, fraction=0.04)
+    values.columns = [" ".join(map(str, c)).strip() for c in values.columns]
+    if ax is None:
+        _, ax = plt.subplots(figsize=(1.6 + 0.9 * values.shape[1], 0.32 * len(values) + 1.4))
+    sns.heatmap(values, ax=ax, cmap="viridis", vmin=0, vmax=100, annot=True, fmt=".0f", annot_kws={"fontsize": 7},
+                cbar_kws={"label": "Dice (%)", "fraction": 0.05})
+    ax.set_xlabel("region")
+    ax.set_ylabel("available modalities")
+    ax.tick_params(axis="x", rotation=45)
     ax.set_title(title)
-    fig.tight_layout()
-    return fig
+    ax.figure.tight_layout()
+    return ax.figure
 
 
-def plot_history(history, columns=("loss",), smooth: int = 20, title: str = "training"):
+def plot_history(history, columns=("loss",), smooth: int = 20, title: str = "training", ylabel: str = "loss"):
     """Training curves from the engine's history DataFrame, with a running mean over ``smooth`` steps."""
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 3))
     for column in columns:
         if column in history:
-            ax.plot(history["step"], history[column], alpha=0.25)
-            ax.plot(history["step"], history[column].rolling(smooth, min_periods=1).mean(), label=column)
-    ax.set_xlabel("step")
-    ax.legend()
+            line, = ax.plot(history["step"], history[column].rolling(smooth, min_periods=1).mean(), label=column)
+            ax.plot(history["step"], history[column], alpha=0.25, color=line.get_color())
+    ax.set_xlabel("training step")
+    ax.set_ylabel(ylabel)
+    ax.legend(title=f"running mean of {smooth} steps")
     ax.set_title(title)
     fig.tight_layout()
     return fig
 
 
-def show_predictions(image_slice, truth_slice, predictions: dict, title: str = ""):
-    """One background slice, the ground truth and several predicted label slices side by side."""
-    import matplotlib.pyplot as plt
+def tumour_box(*label_slices, margin: int = 6):
+    """``(slice, slice)`` of the 2-D bounding box of label > 0 over all ``label_slices``, widened by ``margin``
+    pixels and kept inside the image; the whole image when no slice holds tumour."""
+    mask = np.zeros(np.asarray(label_slices[0]).shape, dtype=bool)
+    for label_slice in label_slices:
+        mask |= np.asarray(label_slice) > 0
+    if not mask.any():
+        return tuple(slice(0, n) for n in mask.shape)
+    box = []
+    for axis in range(2):
+        hits = np.flatnonzero(mask.any(axis=1 - axis))
+        box.append(slice(max(int(hits[0]) - margin, 0), min(int(hits[-1]) + 1 + margin, mask.shape[axis])))
+    return tuple(box)
 
-    panels = 1 + len(predictions)
-    fig, axes = plt.subplots(1, panels, figsize=(2.8 * panels, 3))
-    _show(axes[0], image_slice, truth_slice, "ground truth")
+
+def label_legend(ax_or_fig, **kwargs):
+    """A legend of the three BraTS label colours (NCR/NET, edema, enhancing) on an Axes or a Figure."""
+    from matplotlib.patches import Patch
+
+    handles = [Patch(facecolor=LABEL_COLOURS[v], alpha=0.8, label=name) for v, name in LABEL_NAMES.items()]
+    return ax_or_fig.legend(handles=handles, **kwargs)
+
+
+def show_predictions(image_slice, truth_slice, predictions: dict, title: str = "", zoom: bool = True,
+                     pyplot: bool = True):
+    """One background slice with the ground truth, and each predicted label slice beside it, titled with its Dice
+    of the whole tumour on this slice; a legend of the label colours; ``zoom`` crops every panel to the tumour
+    (of the truth and of every prediction) with a margin. ``pyplot=False`` draws on a bare Figure (widgets)."""
+    from .widgets import whole_tumour_dice
+
+    if pyplot:
+        import matplotlib.pyplot as plt
+
+        panels = 1 + len(predictions)
+        fig, axes = plt.subplots(1, panels, figsize=(2.8 * panels, 3.3))
+    else:
+        from matplotlib.figure import Figure
+
+        panels = 1 + len(predictions)
+        fig = Figure(figsize=(2.8 * panels, 3.3))
+        axes = fig.subplots(1, panels)
+    axes = np.atleast_1d(axes)
+    box = tumour_box(truth_slice, *predictions.values()) if zoom else (slice(None), slice(None))
+    crop = lambda a: np.asarray(a)[box]  # noqa: E731
+    _show(axes[0], crop(image_slice), crop(truth_slice), "ground truth")
     for ax, (name, predicted) in zip(axes[1:], predictions.items()):
-        _show(ax, image_slice, predicted, name)
-    fig.suptitle(title, fontsize=11)
-    fig.tight_layout()
+        _show(ax, crop(image_slice), crop(predicted), f"{name}\nWT Dice {whole_tumour_dice(predicted, truth_slice):.0f} % (slice)")
+    label_legend(fig, loc="lower center", ncol=3, frameon=False, bbox_to_anchor=(0.5, -0.02))
+    fig.suptitle(title + (" (zoomed on the tumour)" if zoom else ""), fontsize=11)
+    fig.tight_layout(rect=(0, 0.07, 1, 1))
     return fig
 
 
@@ -117,14 +201,45 @@ def tsne_2d(features, seed: int = 0, perplexity: float = 30.0) -> np.ndarray:
 
 
 def plot_by_modality(ax, embedding, modality_index, title: str = "", names=MODALITY_NAMES):
-    """Scatter a 2-D embedding, one colour per modality (Mind the Gap's Fig. 1)."""
+    """Scatter a 2-D embedding, one course colour per modality (Mind the Gap's Fig. 1); t-SNE axes have no units,
+    so they are labelled as such and carry no ticks."""
     modality_index = np.asarray(modality_index)
     for j, name in enumerate(names):
         points = embedding[modality_index == j]
-        ax.scatter(points[:, 0], points[:, 1], s=3, alpha=0.6, label=name)
+        ax.scatter(points[:, 0], points[:, 1], s=3, alpha=0.6, label=name,
+                   color=MODALITY_COLOURS.get(name, None))
     ax.set_title(title, fontsize=10)
+    ax.set_xlabel("t-SNE 1 (no unit)")
+    ax.set_ylabel("t-SNE 2 (no unit)")
     ax.set_xticks([])
     ax.set_yticks([])
+
+
+def dice_distribution(results, x: str = "combination", hue: str | None = "method", region: str = "WT",
+                      title: str | None = None, ax=None):
+    """Box plot with the points over it (seaborn) of per-case Dice (%) for one region: ``results`` is a long
+    DataFrame with a ``region`` column (or a column named as the region) and a ``dice`` column in [0, 1] or %.
+    One box per ``x`` value (and ``hue``), every case a dot: the spread a mean hides."""
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    frame = results[results["region"] == region] if "region" in results else results
+    values = frame["dice"].astype(float)
+    frame = frame.assign(dice_percent=values * (100.0 if values.max() <= 1.0 else 1.0))
+    if ax is None:
+        _, ax = plt.subplots(figsize=(max(5.0, 0.55 * frame[x].nunique() * (frame[hue].nunique() if hue else 1)), 3.6))
+    palette = {h: method_colour(h) for h in frame[hue].unique()} if hue == "method" else None
+    sns.boxplot(frame, x=x, y="dice_percent", hue=hue, ax=ax, showfliers=False, palette=palette,
+                boxprops={"alpha": 0.5})
+    sns.stripplot(frame, x=x, y="dice_percent", hue=hue, ax=ax, dodge=hue is not None, size=2.5, palette=palette,
+                  legend=False)
+    ax.set_ylabel(f"{region} Dice (%)")
+    ax.set_xlabel(x.replace("_", " "))
+    ax.set_ylim(-2, 102)
+    ax.tick_params(axis="x", rotation=45)
+    ax.set_title(title or f"{region} Dice per case")
+    ax.figure.tight_layout()
+    return ax.figure
 
 
 def plot_calibration(ours, real, labels=("phantom", "real")):

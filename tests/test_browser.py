@@ -1,9 +1,11 @@
-"""The slice viewer in a real browser: JupyterLab on loopback, driven by Debian's Chromium through Playwright.
+"""The course's widgets in a real browser: JupyterLab on loopback, driven by Debian's Chromium through Playwright.
 
-The notebook :data:`NOTEBOOK` runs (Run -> Run All Cells) on its fast path (``MMKD_FAST=1``) in a
-temporary copy of ``notebooks/`` (JupyterLab writes checkpoints and may autosave); then the test moves
-the viewer's slider with the keyboard and waits for the caption ``slice k / n · modality`` to show the
-new slice, and for the image in the Output widget to change.
+A notebook runs (Run -> Run All Cells) on its fast path (``MMKD_FAST=1``) in a temporary copy of ``notebooks/``
+(JupyterLab writes checkpoints and may autosave). In :data:`NOTEBOOK` the test moves the slice viewer's slider
+with the keyboard and waits for the caption ``slice k / n · modality`` to show the new slice, and for the image in
+the Output widget to change. In every notebook of :data:`WIDGETS` (heavy tier) it finds each widget made by
+:func:`mmkd_helpers.widgets.interactive_figure` (DOM class ``mmkd-widget``), moves its first control (a slider
+one step, a menu to another entry), and waits for the caption and the picture to change.
 
 Skipped when ``/usr/bin/chromium`` (``apt-get install chromium``), Playwright (``pip install playwright``;
 its own browser download is never used) or the notebook is missing.
@@ -38,6 +40,9 @@ SERVER_START = 90  # seconds
 RUN_ALL = 240_000  # ms for the notebook to run up to its slider (it runs in well under a minute)
 REDRAW = 30_000  # ms for one redraw of the viewer
 CAPTION = re.compile(r"^slice (\d+) / (\d+) · (\S+)$")
+WIDGETS = {"02_missing_modality_baseline": 1, "04_cross_modal_kd": 1, "05_meta_learned_importance_weights": 1,
+           "06_prototype_distillation": 1, "07_pmix_alignment": 1}
+"""Notebook -> how many interactive figures (``mmkd-widget``) it shows on its fast path."""
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -176,17 +181,17 @@ def _api(base_url: str, token: str, path: str):
         return json.loads(reply.read())
 
 
-def _wait_for_kernel(base_url: str, token: str, timeout: float) -> None:
+def _wait_for_kernel(base_url: str, token: str, timeout: float, notebook: str = NOTEBOOK) -> None:
     """Until the notebook's kernel is idle with a client (the page) connected, as the server sees it."""
     start, state = time.perf_counter(), None
     while time.perf_counter() - start < timeout:
-        sessions = [s for s in _api(base_url, token, "/api/sessions") if s.get("path", "").endswith(NOTEBOOK)]
+        sessions = [s for s in _api(base_url, token, "/api/sessions") if s.get("path", "").endswith(notebook)]
         if sessions and sessions[0].get("kernel"):
             state = _api(base_url, token, f"/api/kernels/{sessions[0]['kernel']['id']}")
             if state.get("execution_state") == "idle" and state.get("connections", 0) >= 1:
                 return
         time.sleep(0.25)
-    raise AssertionError(f"the kernel of {NOTEBOOK} was not idle and connected within {timeout} s: {state}")
+    raise AssertionError(f"the kernel of {notebook} was not idle and connected within {timeout} s: {state}")
 
 
 def _viewer(page):
@@ -205,20 +210,33 @@ def _wait_for_new_image(image, before: str, key: str) -> None:
     assert src.startswith("data:image/png;base64,"), src[:80]
 
 
+def _open_and_run_all(page, base_url: str, token: str, notebook: str) -> None:
+    from playwright.sync_api import expect
+
+    page.goto(f"{base_url}/lab/tree/{notebook}?token={token}", wait_until="domcontentloaded")
+    page.locator(".jp-Notebook .jp-Cell").first.wait_for(timeout=60_000)
+    # Run All before the page is connected to the kernel would start another kernel (or ask which one)
+    _wait_for_kernel(base_url, token, timeout=60, notebook=notebook)
+    expect(page.locator(".jp-Notebook-ExecutionIndicator").first).to_have_attribute("data-status", "idle",
+                                                                                     timeout=30_000)
+    page.locator(".lm-MenuBar-item").filter(has_text=re.compile(r"^Run$")).click()
+    page.locator(".lm-Menu-item").filter(has_text="Run All Cells").first.click()
+
+
+def _report_failure(page, lab_tmp, tmp_path) -> None:
+    shot = tmp_path / "browser-failure.png"
+    page.screenshot(path=str(shot), full_page=True)
+    log = (lab_tmp / "jupyterlab.log").read_text()[-3000:]
+    print(f"screenshot: {shot}\npage errors: {page.errors}\nJupyterLab log (end):\n{log}")
+
+
 def test_slider_moves_the_slice_in_a_real_browser(lab, page, tmp_path):
     from playwright.sync_api import expect
 
     base_url, token, lab_tmp = lab
     start = time.perf_counter()
     try:
-        page.goto(f"{base_url}/lab/tree/{NOTEBOOK}?token={token}", wait_until="domcontentloaded")
-        page.locator(".jp-Notebook .jp-Cell").first.wait_for(timeout=60_000)
-        # Run All before the page is connected to the kernel would start another kernel (or ask which one)
-        _wait_for_kernel(base_url, token, timeout=60)
-        expect(page.locator(".jp-Notebook-ExecutionIndicator").first).to_have_attribute("data-status", "idle",
-                                                                                         timeout=30_000)
-        page.locator(".lm-MenuBar-item").filter(has_text=re.compile(r"^Run$")).click()
-        page.locator(".lm-Menu-item").filter(has_text="Run All Cells").first.click()
+        _open_and_run_all(page, base_url, token, NOTEBOOK)
 
         viewer = _viewer(page)
         error = page.locator(".jp-OutputArea-output").filter(has_text="Traceback (most recent call last)").first
@@ -246,8 +264,71 @@ def test_slider_moves_the_slice_in_a_real_browser(lab, page, tmp_path):
             _wait_for_new_image(image, before, key)  # immediate: the viewer changes the caption after the image
         print(f"{NOTEBOOK}: ran to the slider in {ran:.1f} s; whole browser test {time.perf_counter() - start:.1f} s")
     except Exception:
-        shot = tmp_path / "browser-failure.png"
-        page.screenshot(path=str(shot), full_page=True)
-        log = (lab_tmp / "jupyterlab.log").read_text()[-3000:]
-        print(f"screenshot: {shot}\npage errors: {page.errors}\nJupyterLab log (end):\n{log}")
+        _report_failure(page, lab_tmp, tmp_path)
+        raise
+
+
+def _move_first_control(widget) -> str:
+    """Move the widget's first control one step (slider) or to another entry (menu, toggle); returns what it did."""
+    slider = widget.locator(".widget-slider [role=slider]")
+    menu = widget.locator(".widget-dropdown select")
+    first = widget.locator(".widget-hbox").first.locator(".widget-slider, .widget-dropdown, .widget-toggle-buttons").first
+    kind = first.get_attribute("class") or ""
+    if "widget-slider" in kind:
+        handle = slider.first
+        handle.scroll_into_view_if_needed()
+        now, top = handle.get_attribute("aria-valuenow"), handle.get_attribute("aria-valuemax")
+        handle.focus()
+        key = "ArrowLeft" if now == top else "ArrowRight"
+        handle.press(key)
+        return f"slider {key}"
+    if "widget-dropdown" in kind:
+        select = menu.first
+        select.scroll_into_view_if_needed()
+        options = select.locator("option").all_inner_texts()
+        current = select.evaluate("s => s.options[s.selectedIndex].text")
+        target = next(o for o in options if o != current)
+        select.select_option(label=target)
+        return f"menu -> {target}"
+    if "widget-toggle-buttons" in kind:
+        button = widget.locator(".widget-toggle-buttons button:not(.mod-active)").first
+        button.scroll_into_view_if_needed()
+        button.click()
+        return "toggle"
+    raise AssertionError(f"the widget's first control is not a slider, menu or toggle: {kind!r}")
+
+
+@pytest.mark.heavy
+@pytest.mark.parametrize("notebook", sorted(WIDGETS))
+def test_every_widget_of_the_notebook_redraws_in_a_real_browser(lab, page, tmp_path, notebook):
+    from playwright.sync_api import expect
+
+    base_url, token, lab_tmp = lab
+    start = time.perf_counter()
+    try:
+        _open_and_run_all(page, base_url, token, f"{notebook}.ipynb")
+        widgets = page.locator(".mmkd-widget")
+        error = page.locator(".jp-OutputArea-output").filter(has_text="Traceback (most recent call last)").first
+        deadline = time.perf_counter() + RUN_ALL / 1000
+        while widgets.count() < WIDGETS[notebook]:
+            if error.count() and error.is_visible():
+                raise AssertionError(f"{notebook} raised before its widgets showed:\n{error.inner_text()[-3000:]}")
+            if time.perf_counter() > deadline:
+                raise AssertionError(f"{notebook}: {widgets.count()} of {WIDGETS[notebook]} widgets after {RUN_ALL} ms")
+            time.sleep(0.5)
+        _wait_for_kernel(base_url, token, timeout=RUN_ALL / 1000, notebook=f"{notebook}.ipynb")
+        assert widgets.count() == WIDGETS[notebook], f"{notebook}: {widgets.count()} widgets, expected {WIDGETS[notebook]}"
+        for index in range(WIDGETS[notebook]):
+            widget = widgets.nth(index)
+            caption = widget.locator(".mmkd-caption").first
+            image = widget.locator(".widget-output img").first
+            expect(image).to_have_attribute("src", re.compile(r"^data:image/png;base64,"), timeout=REDRAW)
+            before_caption, before_image = caption.inner_text().strip(), image.get_attribute("src")
+            action = _move_first_control(widget)
+            expect(caption).not_to_have_text(before_caption, timeout=REDRAW)
+            _wait_for_new_image(image, before_image, action)
+            print(f"{notebook} widget {index}: {action}: {before_caption!r} -> {caption.inner_text().strip()!r}")
+        print(f"{notebook}: {time.perf_counter() - start:.1f} s")
+    except Exception:
+        _report_failure(page, lab_tmp, tmp_path)
         raise

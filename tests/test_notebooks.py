@@ -28,7 +28,7 @@ from conftest import REAL_BRATS, skip_or_fail_in_ci
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK_DIR = ROOT / "notebooks"
 NOTEBOOKS = sorted(NOTEBOOK_DIR.glob("[0-9][0-9]_*.ipynb"))
-AVMNIST_NOTEBOOKS = [p for p in NOTEBOOKS if p.name.startswith("09_")]
+AVMNIST_NOTEBOOKS = [p for p in NOTEBOOKS if p.name.startswith("10_")]
 """Notebooks on AV-MNIST rather than BraTS: no phantom of their data exists, so they run on the real MNIST + FSDD
 beside the repository (skipped when absent, failed in CI), and once without any data (one clear message)."""
 BRATS_NOTEBOOKS = [p for p in NOTEBOOKS if p not in AVMNIST_NOTEBOOKS]
@@ -302,6 +302,24 @@ def test_the_run_time_table_is_read_from_the_notebooks_metadata():
         assert rows[notebook.stem] == f"{duration / 60:.1f}", (notebook.name, rows[notebook.stem], duration)
 
 
+NUMBER_WORDS = {"a": 1, "one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7, "eight": 8,
+                "nine": 9, "ten": 10}
+
+
+def test_each_notebooks_stated_run_time_agrees_with_its_measured_one():
+    """The header's "**Run time.** About N minutes" is within half (or 1.5 min) of the committed run's duration."""
+    for notebook in NOTEBOOKS:
+        nb = _read(notebook)
+        header = "\n".join(c.source for c in nb.cells[:4] if c.cell_type == "markdown")
+        match = re.search(r"\*\*Run time\.\*\*\s+(?:About|about|Under|under)\s+(\d+(?:\.\d+)?|[a-z]+)\s+minutes?\b", header)
+        assert match, f"{notebook.name}: no '**Run time.** About N minutes' in its header"
+        stated = float(NUMBER_WORDS.get(match.group(1), match.group(1)) if not match.group(1)[0].isdigit()
+                       else match.group(1))
+        measured = nb.metadata["papermill"]["duration"] / 60
+        assert abs(stated - measured) <= max(1.5, 0.5 * measured), (
+            f"{notebook.name}: the header says about {stated:g} min, the committed run took {measured:.1f} min")
+
+
 def test_absolute_path_pattern():
     """The check above can fail: it finds machine paths, and not look-alikes."""
     for text in ("saved to /tmp/x.png", "/home/ann/data", "'/root/.cache/mmkd'", "at /work/main", "C:\\Users\\ann",
@@ -311,11 +329,11 @@ def test_absolute_path_pattern():
         assert not ABSOLUTE_PATH.search(text), text
 
 
-SIDE_BY_SIDE = NOTEBOOK_DIR / "08_methods_side_by_side.ipynb"
+SIDE_BY_SIDE = NOTEBOOK_DIR / "09_methods_side_by_side.ipynb"
 
 
 def test_side_by_side_says_where_a_method_has_one_seed_and_checks_an_exercise():
-    """Notebook 08 (the capstone) compares runs with three seeds and runs with one: the committed copy must say which
+    """Notebook 09 (the capstone) compares runs with three seeds and runs with one: the committed copy must say which
     are indicative (the Mind the Gap students always are), cite the papers' numbers as theirs, and have at least one
     solution that checks itself."""
     nb = _read(SIDE_BY_SIDE)

@@ -1,12 +1,13 @@
 """Student copies of the notebooks (mmkd_helpers.teaching)."""
 
 import json
+import re
 from pathlib import Path
 
 import pytest
 
 from mmkd_helpers.cli import main
-from mmkd_helpers.teaching import is_solution, student_copy
+from mmkd_helpers.teaching import CHECK_CALL, is_solution, student_copy
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 NUMBERED = sorted(NOTEBOOKS.glob("[0-9][0-9]_*.ipynb"))
@@ -70,8 +71,25 @@ def test_the_course_notebooks_student_copies_hold_no_solution_text_or_output(pat
     copied = {line.strip() for cell in copy["cells"] for line in "".join(cell["source"]).splitlines()}
     assert secret and not secret & copied
     assert all(not c.get("outputs") for c in copy["cells"])
-    solutions = sum(c["cell_type"] == "code" and is_solution(c) for c in notebook["cells"])
-    assert sum("".join(c["source"]).startswith("# Exercise") for c in copy["cells"]) == solutions
+    statements = {int(m.group(1)) for c in notebook["cells"] if c["cell_type"] == "markdown"
+                  for m in [re.match(r"^\s*\*\*(\d+)\.\*\*", "".join(c["source"]))] if m}
+    with_cell = {int(m.group(2)) for c in copy["cells"] if "exercise" in c["metadata"].get("tags", [])
+                 for m in CHECK_CALL.finditer("".join(c["source"]))}
+    prompts = {int(m.group(1)) for c in copy["cells"] for m in [re.match(r"^# Exercise (\d+):", "".join(c["source"]))]
+               if m}
+    assert statements <= with_cell | prompts, f"exercises {sorted(statements - with_cell - prompts)} have no cell left"
+    assert not with_cell & prompts, "an exercise with a cell of its own got a prompt too"
+
+
+def test_an_exercise_with_a_checked_cell_of_its_own_gets_no_prompt():
+    notebook = {"metadata": {}, "cells": [
+        markdown("## Exercises"), markdown("**1.** Add one."),
+        code('answer_1 = None\ncheck("03.1", answer_1)', ["exercise"]),
+        markdown("**Solution 1.**"), code('answer_1 = 2  # secret\ncheck("03.1", answer_1)', ["solution"]),
+        markdown("**2.** Double it."), markdown("**Solution 2.**"), code("z = 4", ["solution"])]}
+    sources = ["".join(c["source"]) for c in student_copy(notebook)["cells"]]
+    assert sources[2].startswith("answer_1 = None") and not any("secret" in s for s in sources)
+    assert [s.split(":")[0] for s in sources if s.startswith("# Exercise")] == ["# Exercise 2"]
 
 
 def test_every_answer_in_the_exercise_sections_is_marked_as_a_solution():
