@@ -98,3 +98,24 @@ def _prompt(cell: dict, number: int) -> dict:
     tags = [t for t in cell.get("metadata", {}).get("tags", []) if t != SOLUTION_TAG]
     return {"cell_type": "code", "id": cell.get("id", f"exercise-{number}"), "metadata": {"tags": tags} if tags else {},
             "execution_count": None, "outputs": [], "source": PROMPT.format(number=number)}
+
+
+def show_source(obj, start: str | None = None, stop: str | None = None):
+    """Display the source of a package function or class beside its equation, d2l style: a Markdown code block
+    headed by where it lives (``mmkd_helpers/losses/kd.py``, line n). ``start``/``stop``: show only the lines from
+    the first containing ``start`` to the first after it containing ``stop`` (both included), e.g. one method's
+    ``loss``. Returns the IPython ``Markdown`` object (displayed when it is the cell's last expression)."""
+    import inspect
+
+    from IPython.display import Markdown
+
+    lines, first = inspect.getsourcelines(obj)
+    if start is not None:
+        begin = next((i for i, line in enumerate(lines) if start in line), None)
+        if begin is None:
+            raise ValueError(f"{obj.__qualname__}: no line contains {start!r}")
+        end = next((i for i, line in enumerate(lines[begin + 1:], begin + 1) if stop and stop in line), len(lines) - 1)
+        lines, first = lines[begin:end + 1], first + begin
+    module = inspect.getmodule(obj).__name__.replace(".", "/") + ".py"
+    body = "".join(lines)
+    return Markdown(f"`{module}`, line {first}:\n\n```python\n{body}```")

@@ -118,3 +118,14 @@ def test_the_command_writes_the_copies_and_refuses_to_overwrite_the_notebooks(tm
     (tmp_path / "broken" / "01_x.ipynb").write_text("{not json")
     assert main(["student-copies", str(tmp_path / "out"), "--notebooks", str(tmp_path / "broken")]) == 2
     assert "01_x.ipynb: not a notebook" in capsys.readouterr().err and not (tmp_path / "out" / "01_x.ipynb").exists()
+
+
+def test_show_source_shows_the_package_code_and_where_it_lives():
+    from mmkd_helpers.teaching import show_source
+
+    whole = show_source(student_copy).data
+    assert whole.startswith("`mmkd_helpers/teaching.py`, line ") and "def student_copy(" in whole
+    part = show_source(student_copy, start="copied = copy.deepcopy", stop="cells, number").data
+    assert "def student_copy" not in part and part.rstrip("`\n").endswith("last_heading = [], 0, None")
+    with pytest.raises(ValueError, match="no line contains"):
+        show_source(student_copy, start="no such line")
