@@ -149,6 +149,13 @@ def tumour_box(*label_slices, margin: int = 6):
     return tuple(box)
 
 
+def whole_tumour_dice(predicted, truth) -> float:
+    """Dice of label > 0 on one slice, in %; 100 when both are empty (the panel titles of :func:`show_predictions`)."""
+    predicted, truth = np.asarray(predicted) > 0, np.asarray(truth) > 0
+    total = predicted.sum() + truth.sum()
+    return 100.0 if total == 0 else float(200.0 * (predicted & truth).sum() / total)
+
+
 def label_legend(ax_or_fig, **kwargs):
     """A legend of the three BraTS label colours (NCR/NET, edema, enhancing) on an Axes or a Figure."""
     from matplotlib.patches import Patch
@@ -162,8 +169,6 @@ def show_predictions(image_slice, truth_slice, predictions: dict, title: str = "
     """One background slice with the ground truth, and each predicted label slice beside it, titled with its Dice
     of the whole tumour on this slice; a legend of the label colours; ``zoom`` crops every panel to the tumour
     (of the truth and of every prediction) with a margin. ``pyplot=False`` draws on a bare Figure (widgets)."""
-    from .widgets import whole_tumour_dice
-
     if pyplot:
         import matplotlib.pyplot as plt
 

@@ -20,7 +20,7 @@ ipywidgets, IPython and matplotlib are imported inside the functions: importing 
 import base64
 import io
 
-import numpy as np
+from .visualisation import show_predictions
 
 WIDGET_CLASS = "mmkd-widget"
 CAPTION_CLASS = "mmkd-caption"
@@ -100,8 +100,6 @@ def overlay_browser(image, truth, predictions: dict, title: str | None = None, s
     """
     import ipywidgets as widgets
 
-    from .visualisation import show_predictions
-
     if not predictions:
         raise ValueError("overlay_browser needs at least one method's predictions")
     combinations = list(next(iter(predictions.values())))
@@ -118,10 +116,3 @@ def overlay_browser(image, truth, predictions: dict, title: str | None = None, s
 
     return interactive_figure(render, {"modalities": menu}, title=title, static=static,
                               caption=lambda values: f"available modalities: {values['modalities']}")
-
-
-def whole_tumour_dice(predicted, truth) -> float:
-    """Dice of label > 0 on one slice, in %; 100 when both are empty (the panel titles of :func:`overlay_browser`)."""
-    predicted, truth = np.asarray(predicted) > 0, np.asarray(truth) > 0
-    total = predicted.sum() + truth.sum()
-    return 100.0 if total == 0 else float(200.0 * (predicted & truth).sum() / total)

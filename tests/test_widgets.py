@@ -11,9 +11,8 @@ import pytest  # noqa: E402
 ipywidgets = pytest.importorskip("ipywidgets")
 
 from mmkd_helpers.visualisation import (METHOD_COLOURS, MODALITY_COLOURS, course_style, dice_distribution,  # noqa: E402
-                                        dice_heatmap, method_colour, show_predictions, tumour_box)
-from mmkd_helpers.widgets import (CAPTION_CLASS, WIDGET_CLASS, interactive_figure, overlay_browser,  # noqa: E402
-                                  whole_tumour_dice)
+                                        dice_heatmap, method_colour, show_predictions, tumour_box, whole_tumour_dice)
+from mmkd_helpers.widgets import CAPTION_CLASS, WIDGET_CLASS, interactive_figure, overlay_browser  # noqa: E402
 
 
 def _bare_figure(value):
