@@ -88,3 +88,22 @@ def test_02_5_eq5_from_scratch(capsys):
     assert not check("02.5", over_all) and "differ" in capsys.readouterr().out
     assert not check("02.5", "fill_missing")
     assert not check("02.5", None)
+
+
+def _table(values):
+    """An evaluate()-shaped table: region -> Dice of two cases (the per-region mean is their mean)."""
+    return pd.DataFrame([{"case": c, "region": r, "dice": d} for r, pair in values.items() for c, d in enumerate(pair)])
+
+
+def test_02_1_and_02_4_read_the_notebooks_measured_tables():
+    # means over the regions: zero (0.2 + 0.4 + 0.6) / 3 = 40 %; mean-filled (0.1 + 0.2 + 0.3) / 3 = 20 %: -20 points
+    zero = _table({"ET": (0.1, 0.3), "TC": (0.4, 0.4), "WT": (0.5, 0.7)})
+    mean = _table({"ET": (0.1, 0.1), "TC": (0.2, 0.2), "WT": (0.3, 0.3)})
+    assert check("02.1", "b", dice={"zero": zero, "mean": mean})
+    assert not check("02.1", "a", dice={"zero": zero, "mean": mean})
+    assert check("02.1", "a", dice={"zero": mean, "mean": zero})
+    # chosen window 40 %, training crop 20 %: a gain of 20 points
+    assert check("02.4", 20.0, dice={"chosen": zero, "crop": mean})
+    assert check("02.4", 20.2, dice={"chosen": zero, "crop": mean})
+    assert not check("02.4", -20.0, dice={"chosen": zero, "crop": mean})
+    assert not check("02.4", 0.2, dice={"chosen": zero, "crop": mean})
