@@ -89,6 +89,7 @@ def meta_phase_change(model, dataset, train_config, val_volumes, seed: int, meta
     from ..methods.metakd import MetaKD
     from ..training import Trainer
 
+    torch.manual_seed(seed)  # the network runs in training mode (skip dropout): the same draws for every call
     method = MetaKD(meta_batch_size=2, meta_steps=meta_steps, meta_weight_decay=weight_decay, seed=seed)
     trainer = Trainer(model, dataset, train_config, method, device=device, progress=False, val_volumes=val_volumes)
     before = method.iwv().detach().cpu()
