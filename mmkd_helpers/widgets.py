@@ -116,3 +116,196 @@ def overlay_browser(image, truth, predictions: dict, title: str | None = None, s
 
     return interactive_figure(render, {"modalities": menu}, title=title, static=static,
                               caption=lambda values: f"available modalities: {values['modalities']}")
+
+
+# --- MetaKD's importance weights (notebook 05) ---------------------------------------------------------------
+
+def iwv_kd_terms(features, present, raw_weights, p: int = 1, normalisation: str = "softmax"):
+    """MetaKD's weighted distillation term (Eqs. 4-6) split into its ordered pairs of modalities.
+
+    ``features`` (N, M, C, *spatial) per-modality bottleneck features, ``present`` (N, M) bool, ``raw_weights``
+    (M,) the raw IWV. Returns ``(terms, weights, total)``: ``terms`` (M, M) numpy, ``[i, j]`` the batch mean of
+    (w̄_i / w̄_j)·d_ij, how strongly teacher i pulls student j (:func:`~mmkd_helpers.losses.metakd.pair_distances`,
+    Eq. 5, zero where i = j or a modality is missing); ``weights`` the normalised IWV w̄ (Eq. 6); ``total`` the
+    package's :func:`~mmkd_helpers.losses.weighted_kd_loss`, which the terms add up to."""
+    import torch
+
+    from .losses.metakd import normalise_iwv, pair_distances, weighted_kd_loss
+
+    features = torch.as_tensor(features).detach().float().cpu()
+    present = torch.as_tensor(present).bool().cpu()
+    weights = normalise_iwv(torch.as_tensor(raw_weights, dtype=torch.float32).flatten(), normalisation)
+    eye = torch.eye(present.shape[1], dtype=torch.bool)
+    pairs = present[:, :, None] & present[:, None, :] & ~eye
+    ratio = weights[:, None] / weights[None, :]
+    terms = (ratio * pair_distances(features, p) * pairs).mean(dim=0)
+    total = float(weighted_kd_loss(features, present, weights, p))
+    if abs(float(terms.sum()) - total) > 1e-4 * max(1.0, abs(total)):
+        raise AssertionError(f"the pair terms add up to {float(terms.sum())}, weighted_kd_loss gives {total}")
+    return terms.numpy(), weights.numpy(), total
+
+
+def iwv_terms_figure(features, present, raw_weights, names=None, p: int = 1, reference=None):
+    """Two panels on a bare Figure: the normalised IWV (Eq. 6) and, per student modality j, the weighted KD terms
+    (w̄_i / w̄_j)·d_ij stacked by teacher i in the course's modality colours; the title gives their sum, MetaKD's
+    ℓ_kd (and, with ``reference`` = (label, raw weights), its value at those weights)."""
+    import numpy as np
+    from matplotlib.figure import Figure
+
+    from .constants import MODALITY_NAMES
+    from .visualisation import MODALITY_COLOURS
+
+    names = list(names or MODALITY_NAMES)
+    terms, weights, total = iwv_kd_terms(features, present, raw_weights, p)
+    colours = [MODALITY_COLOURS.get(n, (0.4, 0.4, 0.4)) for n in names]
+    fig = Figure(figsize=(10, 3.4), layout="constrained")
+    left, right = fig.subplots(1, 2, gridspec_kw={"width_ratios": [1, 1.6]})
+    left.bar(names, weights, color=colours)
+    left.axhline(1 / len(names), color="grey", lw=0.8, ls="--", label="uniform")
+    left.set_ylim(0, 1)
+    left.set_xlabel("modality")
+    left.set_ylabel("normalised weight w̄ (softmax, no unit)")
+    left.set_title("importance weights (Eq. 6)")
+    left.legend(loc="upper right")
+    bottom = np.zeros(len(names))
+    for i, name in enumerate(names):
+        right.bar(names, terms[i], bottom=bottom, color=colours[i], label=f"teacher {name}")
+        bottom += terms[i]
+    right.set_xlabel("student modality j (the one pulled)")
+    right.set_ylabel(f"(w̄_i / w̄_j)·d_ij, L{p} feature distance")
+    text = f"ℓ_kd = {total:.3g} (sum of the bars)"
+    if reference is not None:
+        label, reference_raw = reference
+        text += f"; at {label}: {iwv_kd_terms(features, present, reference_raw, p)[2]:.3g}"
+    right.set_title(text)
+    right.legend(title="pulled by", loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    return fig
+
+
+def iwv_explorer(features, present, raw_weights, names=None, p: int = 1, reference=None, title=None,
+                 static: bool = True, limits=(-3.0, 3.0)):
+    """The IWV explorer: one slider per raw importance weight (the first modality's first), redrawing
+    :func:`iwv_terms_figure`; the caption gives the normalised weights and ℓ_kd."""
+    import numpy as np
+    import ipywidgets as widgets
+
+    from .constants import MODALITY_NAMES
+
+    names = list(names or MODALITY_NAMES)
+    raw = np.asarray(raw_weights, dtype=float).flatten()
+    if len(raw) != len(names):
+        raise ValueError(f"{len(raw)} raw weights for {len(names)} modalities {names}")
+    controls = {name: widgets.FloatSlider(value=float(np.clip(np.round(value, 1), *limits)), min=limits[0],
+                                          max=limits[1], step=0.1, description=f"raw w {name}", continuous_update=False,
+                                          style={"description_width": "70px"}, layout=widgets.Layout(width="230px"))
+                for name, value in zip(names, raw)}
+
+    def render(**values):
+        return iwv_terms_figure(features, present, [values[n] for n in names], names, p, reference)
+
+    def caption(values):
+        _, weights, total = iwv_kd_terms(features, present, [values[n] for n in names], p)
+        return ("raw IWV " + ", ".join(f"{n} {values[n]:+.1f}" for n in names) + " → softmax "
+                + ", ".join(f"{w:.3f}" for w in weights) + f" · ℓ_kd = {total:.4g}")
+
+    return interactive_figure(render, controls, title=title, caption=caption, static=static)
+
+
+# --- ProtoKD's temperature (notebook 06) ---------------------------------------------------------------------
+
+CLASS_NAMES = ("background", "NCR/NET", "edema", "ET")
+CLASS_LINE_COLOURS = ((0.45, 0.45, 0.45), (0.85, 0.0, 0.0), (0.0, 0.6, 0.0), (0.8, 0.65, 0.0))
+"""Line colours of the four classes (background, NCR/NET, edema, ET): the label colours of the overlays, the
+yellow darkened to be read on white."""
+
+
+def softened_kl_map(student_logits, teacher_logits, temperature: float):
+    """Per-pixel ProtoKD Eq. 1 in the code's form for one slice: ``(kl (H, W), p_s (C, H, W), p_t (C, H, W),
+    loss)``. ``kl`` = Σ_c p_t (log p_t − log p_s) / C with p = softmax(z / T); ``loss`` is the package's
+    :func:`~mmkd_helpers.losses.pixel_kd_loss` on the slice, the mean of ``kl``. Logits are (C, H, W)."""
+    import torch
+
+    from .losses.protokd import pixel_kd_loss
+
+    student = torch.as_tensor(student_logits).detach().float().cpu()
+    teacher = torch.as_tensor(teacher_logits).detach().float().cpu()
+    log_p_s = torch.log_softmax(student / temperature, dim=0)
+    log_p_t = torch.log_softmax(teacher / temperature, dim=0)
+    kl = (log_p_t.exp() * (log_p_t - log_p_s)).mean(dim=0)
+    loss = float(pixel_kd_loss(student[None], teacher[None], temperature))
+    return kl.numpy(), log_p_s.exp().numpy(), log_p_t.exp().numpy(), loss
+
+
+def softened_line_figure(student_logits, teacher_logits, temperature: float, truth=None, row=None,
+                         student_name: str = "student", class_names=CLASS_NAMES, margin: int = 6):
+    """ProtoKD's softened distributions on one slice at temperature T, on a bare Figure: the per-pixel KL map
+    (colour bar) cropped to the tumour with a line through it, the teacher's (solid) and the student's (dashed)
+    class probabilities along that line, and the KL along it. Arrays are indexed (x, y) like the volumes and drawn
+    x to the right, y up; ``row``: the y of the line (default: the one with the most tumour in ``truth``)."""
+    import numpy as np
+    from matplotlib.figure import Figure
+    from matplotlib.lines import Line2D
+
+    from .visualisation import LABEL_COLOURS, tumour_box
+
+    kl, p_s, p_t, loss = softened_kl_map(student_logits, teacher_logits, temperature)
+    truth = None if truth is None else np.asarray(truth)
+    box = tumour_box(truth, margin=margin) if truth is not None else (slice(0, kl.shape[0]), slice(0, kl.shape[1]))
+    if row is None and truth is not None and (truth > 0).any():  # the row with the most classes, then most tumour
+        classes = np.stack([(truth == value).any(axis=0) for value in np.unique(truth[truth > 0])]).sum(axis=0)
+        row = int(np.argmax(1000 * classes + (truth > 0).sum(axis=0)))
+    elif row is None:
+        row = kl.shape[1] // 2
+    xs = np.arange(box[0].start, box[0].stop)
+    fig = Figure(figsize=(13, 3.6), layout="constrained")
+    ax_map, ax_p, ax_kl = fig.subplots(1, 3, gridspec_kw={"width_ratios": [1, 1.5, 1.2]})
+    extent = (box[0].start - 0.5, box[0].stop - 0.5, box[1].start - 0.5, box[1].stop - 0.5)
+    image = ax_map.imshow(kl[box].T, origin="lower", cmap="magma", extent=extent)
+    fig.colorbar(image, ax=ax_map, label="KL(p_t ‖ p_s) per pixel (nats)", shrink=0.9)
+    ax_map.axhline(row, color="cyan", lw=1.2, ls="--")
+    ax_map.set(xlabel="x (voxels)", ylabel="y (voxels)", title=f"per-pixel Eq. 1 ({student_name})")
+    ax_map.grid(False)
+    handles = []
+    for k, name in enumerate(class_names):
+        colour = CLASS_LINE_COLOURS[k % len(CLASS_LINE_COLOURS)]
+        handles += ax_p.plot(xs, p_t[k, xs, row], color=colour, lw=2, label=name)
+        ax_p.plot(xs, p_s[k, xs, row], color=colour, lw=1.5, ls="--")
+    handles += [Line2D([], [], color="k", lw=2, label="teacher"),
+                Line2D([], [], color="k", lw=1.5, ls="--", label=student_name)]
+    if truth is not None:
+        line = truth[xs, row]
+        for value, colour in LABEL_COLOURS.items():
+            hits = xs[line == value]
+            ax_p.scatter(hits, np.full(len(hits), 1.04), marker="s", s=12, color=colour, clip_on=False)
+    ax_p.set_ylim(0, 1.08)
+    ax_p.set(xlabel="x along the dashed line (voxels)", ylabel="softened probability softmax(z / T)",
+             title="teacher (solid) and student (dashed); squares: true label")
+    fig.legend(handles=handles, loc="outside lower center", ncol=len(handles), frameon=False)
+    ax_kl.plot(xs, kl[xs, row], color="k")
+    ax_kl.set(xlabel="x along the dashed line (voxels)", ylabel="KL(p_t ‖ p_s) (nats)",
+              title=f"T = {temperature:g}: Eq. 1 on the slice = {loss:.3g}")
+    ax_kl.set_ylim(bottom=0)
+    return fig
+
+
+def temperature_explorer(teacher_logits, students: dict, truth=None, row=None, temperature: float = 10.0,
+                         title=None, static: bool = True, limits=(0.5, 20.0)):
+    """ProtoKD's temperature slider (and a menu of students): :func:`softened_line_figure` of the teacher's and
+    the chosen student's logits of one slice (each (C, H, W)); the caption gives T, the student and Eq. 1."""
+    import ipywidgets as widgets
+
+    if not students:
+        raise ValueError("temperature_explorer needs at least one student's logits")
+    names = list(students)
+    controls = {"T": widgets.FloatSlider(value=float(temperature), min=limits[0], max=limits[1], step=0.5,
+                                         description="T", continuous_update=False),
+                "student": widgets.Dropdown(options=names, value=names[-1], description="student")}
+
+    def render(T, student):
+        return softened_line_figure(students[student], teacher_logits, T, truth, row, student)
+
+    def caption(values):
+        loss = softened_kl_map(students[values["student"]], teacher_logits, values["T"])[3]
+        return f"T = {values['T']:g} · student: {values['student']} · Eq. 1 on the slice = {loss:.4g}"
+
+    return interactive_figure(render, controls, title=title, caption=caption, static=static)
