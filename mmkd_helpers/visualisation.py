@@ -294,7 +294,7 @@ def embedding_figure(embedding, modality_index, title: str = "", highlight: str 
     if highlight is not None:
         for name, cloud in zip(names, axes[0].collections):
             on_top = name == highlight
-            cloud.set_alpha(0.9 if on_top else 0.15)
+            cloud.set_alpha(0.9 if on_top else 0.25)
             cloud.set_sizes([9.0 if on_top else 3.0])
             cloud.set_zorder(3 if on_top else 2)
     axes[0].legend(markerscale=3, loc="best", fontsize=8)
