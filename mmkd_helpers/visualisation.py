@@ -272,3 +272,39 @@ def plot_calibration(ours, real, labels=("phantom", "real")):
     left.legend()
     fig.tight_layout()
     return fig
+
+
+def embedding_figure(embedding, modality_index, title: str = "", highlight: str | None = None, distances=None,
+                     distance_limit: float | None = None, names=MODALITY_NAMES):
+    """A 2-D embedding of per-modality latents beside a measurement the picture cannot show, made without pyplot
+    (for :func:`mmkd_helpers.widgets.interactive_figure`).
+
+    Left: ``embedding`` (n, 2) drawn by :func:`plot_by_modality` in the course colours; with ``highlight`` (a name
+    of ``names``) that modality's cloud is drawn on top and the others faded. Right, when ``distances`` is given
+    ({modality name: value}, e.g. each centroid's distance to the highlighted modality's in the latent space, in
+    units of the spread within a modality): one bar per modality in its colour, on a fixed axis from 0 to
+    ``distance_limit`` (when given) so that pictures of different models can be compared. Returns the Figure."""
+    from matplotlib.figure import Figure
+
+    if highlight is not None and highlight not in names:
+        raise ValueError(f"highlight must be one of {list(names)}, got {highlight!r}")
+    fig = Figure(figsize=(8.0, 3.8) if distances is not None else (4.5, 3.8), layout="constrained")
+    axes = fig.subplots(1, 2, width_ratios=[3, 2]) if distances is not None else [fig.subplots()]
+    plot_by_modality(axes[0], embedding, modality_index, title, names=names)
+    if highlight is not None:
+        for name, cloud in zip(names, axes[0].collections):
+            on_top = name == highlight
+            cloud.set_alpha(0.9 if on_top else 0.25)
+            cloud.set_sizes([9.0 if on_top else 3.0])
+            cloud.set_zorder(3 if on_top else 2)
+    axes[0].legend(markerscale=3, loc="best", fontsize=8)
+    if distances is not None:
+        shown = [name for name in names if name in distances]
+        axes[1].bar(shown, [distances[name] for name in shown], color=[MODALITY_COLOURS.get(n) for n in shown])
+        reference = f"to {highlight}'s" if highlight is not None else "between"
+        axes[1].set_ylabel(f"centroid distance {reference}\n(÷ mean spread within a modality)")
+        axes[1].set_xlabel("modality")
+        axes[1].set_title("measured in the latent space", fontsize=10)
+        if distance_limit is not None:
+            axes[1].set_ylim(0, distance_limit)
+    return fig

@@ -309,3 +309,54 @@ def temperature_explorer(teacher_logits, students: dict, truth=None, row=None, t
         return f"T = {values['T']:g} · student: {values['student']} · Eq. 1 on the slice = {loss:.4g}"
 
     return interactive_figure(render, controls, title=title, caption=caption, static=static)
+
+
+# --- Mind the Gap's latents (notebook 07) ---------------------------------------------------------------------
+
+def embedding_picker(embeddings: dict, modality_index, distances: dict | None = None, anchor: str | None = None,
+                     label: str = "teacher", names=None, title: str | None = None, static: bool = True):
+    """Pick among 2-D embeddings (t-SNE) computed beforehand and draw one: the picker only draws, it computes nothing.
+
+    ``embeddings``: (model label, perplexity) -> (n, 2) array, every model with the same perplexities;
+    ``modality_index``: (n,) modality of each point (indices into ``names``, default the course's four);
+    ``distances``: model label -> (M, M) matrix of the modalities' centroid distances measured in the latent
+    space (e.g. in units of the spread within a modality), drawn as bars of the distance to the picked anchor;
+    ``anchor``: the modality highlighted at first (default the first name). Controls: the model (a menu named
+    ``label``, first: the one the browser test moves), the anchor (a menu of modalities) and the perplexity (a
+    slider over those computed). Drawn by :func:`mmkd_helpers.visualisation.embedding_figure`."""
+    import ipywidgets as widgets
+    import numpy as np
+
+    from .visualisation import MODALITY_NAMES, embedding_figure
+
+    names = list(names or MODALITY_NAMES)
+    if not embeddings:
+        raise ValueError("embedding_picker needs at least one embedding: {(model, perplexity): (n, 2) array}")
+    models = list(dict.fromkeys(model for model, _ in embeddings))
+    perplexities = sorted({perplexity for _, perplexity in embeddings})
+    missing = [(m, p) for m in models for p in perplexities if (m, p) not in embeddings]
+    if missing:
+        raise ValueError(f"embedding_picker: no embedding for {missing}; every model needs every perplexity")
+    if distances is not None and set(distances) != set(models):
+        raise ValueError(f"distances cover {sorted(distances)}, the embeddings {sorted(models)}")
+    anchor = anchor or names[0]
+    if anchor not in names:
+        raise ValueError(f"anchor must be one of {names}, got {anchor!r}")
+    limit = (1.1 * max(float(np.nanmax(np.asarray(d))) for d in distances.values()) or 1.0) if distances else None
+    controls = {label: widgets.Dropdown(options=models, value=models[0], description=label),
+                "anchor": widgets.Dropdown(options=names, value=anchor, description="anchor"),
+                "perplexity": widgets.SelectionSlider(options=perplexities,
+                                                      value=perplexities[len(perplexities) // 2],
+                                                      description="perplexity")}
+
+    def render(**values):
+        model, highlight, perplexity = values[label], values["anchor"], values["perplexity"]
+        bars = None
+        if distances is not None:
+            row = np.asarray(distances[model])[names.index(highlight)]
+            bars = {name: float(row[j]) for j, name in enumerate(names) if name != highlight}
+        return embedding_figure(embeddings[model, perplexity], modality_index,
+                                f"{model}, t-SNE perplexity {perplexity:g}", highlight=highlight, distances=bars,
+                                distance_limit=limit, names=names)
+
+    return interactive_figure(render, controls, title=title, static=static)

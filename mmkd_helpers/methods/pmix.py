@@ -15,7 +15,8 @@ one of Table IV's:
   draft's pull of every Z_m to Σ_j w_j Z_j.
 
 Stage B (students distilled from the frozen teacher) reuses :class:`~mmkd_helpers.methods.protokd.ProtoKD`:
-``beta=0`` is logit KD in the style of KD-Net, the default is ProtoKD.
+``beta=0`` is logit KD in the style of KD-Net, the default is ProtoKD. Notebook 07 trains and checks the teachers,
+notebook 08 their students.
 
 Choices the paper leaves open, each an option:
 
@@ -24,7 +25,7 @@ Choices the paper leaves open, each an option:
 * ``level`` (0, the first encoder stage): which encoder output is Z_j. The paper encodes every modality into
   one latent space and predicts with a 3D U-Net from the latents; the draft v2 aligns the first-stage
   encoder features of RFNet/mmFormer. In the course's UNet every deeper feature of modality j is computed
-  from level 0, while the bottleneck can be bypassed through the skip connections (notebook 07 measures
+  from level 0, while the bottleneck can be bypassed through the skip connections (notebook 07, §5a, measures
   how little the teachers' Dice depends on it), so aligning the bottleneck could leave the prediction
   untouched. Pair it with ``ModelConfig(stem="per_modality")``: a shared first block cannot tell the
   modalities apart, so it could align them only by discarding them.
