@@ -193,10 +193,10 @@ def test_notebook_runs_fast_on_phantom_data(notebook, tmp_path, kernel_env):
     print(f"{notebook.name}: {elapsed:.1f} s")
 
 
-DEFAULT_RUNS = ("01_data_loading", "04_cross_modal_kd", "06_prototype_distillation", "07_pmix_alignment")
+DEFAULT_RUNS = ("01_data_loading", "07_pmix_alignment", "08_pmix_students", "09_methods_side_by_side")
 """Heavy tier: notebooks run at their default parameters, as a learner runs them (the shipped checkpoints, the
-course's data): the quickest four, about 8 min together; the others take 3-8 min each and are re-executed, with
-their outputs committed, whenever what they load changes."""
+course's data): the quickest four, about five minutes together; the others take 3-8 min each and are re-executed,
+with their outputs committed, whenever what they load changes."""
 DEFAULT_BUDGET = 600  # seconds for one notebook at its defaults (README: "a few minutes" each)
 
 
