@@ -213,7 +213,8 @@ def _wait_for_new_image(image, before: str, key: str) -> None:
 def _open_and_run_all(page, base_url: str, token: str, notebook: str) -> None:
     from playwright.sync_api import expect
 
-    page.goto(f"{base_url}/lab/tree/{notebook}?token={token}", wait_until="domcontentloaded")
+    # ?reset: a fresh workspace, so the notebooks an earlier test opened are not restored beside this one
+    page.goto(f"{base_url}/lab/tree/{notebook}?reset&token={token}", wait_until="domcontentloaded")
     page.locator(".jp-Notebook .jp-Cell").first.wait_for(timeout=60_000)
     # Run All before the page is connected to the kernel would start another kernel (or ask which one)
     _wait_for_kernel(base_url, token, timeout=60, notebook=notebook)
@@ -307,7 +308,7 @@ def test_every_widget_of_the_notebook_redraws_in_a_real_browser(lab, page, tmp_p
     start = time.perf_counter()
     try:
         _open_and_run_all(page, base_url, token, f"{notebook}.ipynb")
-        widgets = page.locator(".mmkd-widget")
+        widgets = page.locator(".jp-NotebookPanel:not(.lm-mod-hidden) .mmkd-widget")  # this notebook's only
         error = page.locator(".jp-OutputArea-output").filter(has_text="Traceback (most recent call last)").first
         deadline = time.perf_counter() + RUN_ALL / 1000
         while widgets.count() < WIDGETS[notebook]:
